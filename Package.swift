@@ -1,0 +1,75 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "whoslooking",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "whoslooking", targets: ["whoslooking"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+    ],
+    targets: [
+        // The C API of libpq, found through pkg-config (Debian: libpq-dev).
+        .systemLibrary(
+            name: "CLibpq",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        // Our own small PostgreSQL layer: connections, pool, typed rows, migrations.
+        .target(
+            name: "Libpq",
+            dependencies: [
+                "CLibpq",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // A private PostgreSQL cluster run from the system's server binaries.
+        .target(
+            name: "EmbeddedPostgres",
+            dependencies: [
+                "Libpq",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The HTTP application: configuration, routes, services.
+        .target(
+            name: "WhosLookingApp",
+            dependencies: [
+                "Libpq",
+                "EmbeddedPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "whoslooking",
+            dependencies: [
+                "WhosLookingApp",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "LibpqTests",
+            dependencies: ["Libpq", "EmbeddedPostgres"]
+        ),
+        .testTarget(
+            name: "WhosLookingAppTests",
+            dependencies: [
+                "WhosLookingApp",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

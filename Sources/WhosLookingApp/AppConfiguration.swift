@@ -1,0 +1,110 @@
+import Foundation
+import Logging
+
+/// Settings read from the environment at start-up. Every variable has a documented default;
+/// an invalid value stops start-up with a message naming the variable.
+public struct AppConfiguration: Sendable {
+    public struct Invalid: Error, CustomStringConvertible {
+        public var variable: String
+        public var reason: String
+        public var description: String { "configuration error: \(variable) \(reason)" }
+    }
+
+    public var host: String
+    public var port: Int
+    /// The public URL Jira uses to reach us; the descriptor's baseUrl.
+    public var baseURL: URL
+    /// nil means: run the embedded PostgreSQL under `dataDirectory`.
+    public var databaseURL: String?
+    public var dataDirectory: URL
+    public var databasePoolSize: Int
+    public var databaseConnectTimeoutSeconds: Int
+    public var migrationsDirectory: URL
+    public var logLevel: Logger.Level
+
+    public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let reader = EnvironmentReader(environment)
+        host = reader.string("HOST", default: "127.0.0.1")
+        port = try reader.integer("PORT", default: 8080, in: 0...65535)
+        baseURL = try reader.baseURL("BASE_URL", default: "http://localhost:\(port)")
+        databaseURL = reader.optionalString("DATABASE_URL")
+        dataDirectory = URL(fileURLWithPath: reader.string("DATA_DIR", default: ".whoslooking"))
+        databasePoolSize = try reader.integer("DATABASE_POOL_SIZE", default: 8, in: 1...200)
+        databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
+        migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultMigrationsDirectory())
+        logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
+    }
+
+    /// `Migrations/` in the working folder, else beside the checkout the executable was built in.
+    static func defaultMigrationsDirectory() -> String {
+        if FileManager.default.fileExists(atPath: "Migrations") { return "Migrations" }
+        var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        while folder.path != "/" {
+            let candidate = folder.appendingPathComponent("Migrations")
+            if FileManager.default.fileExists(atPath: candidate.path) { return candidate.path }
+            folder = folder.deletingLastPathComponent()
+        }
+        return "Migrations"
+    }
+}
+
+/// Reads typed values from the environment; empty counts as unset.
+struct EnvironmentReader {
+    let environment: [String: String]
+
+    init(_ environment: [String: String]) {
+        self.environment = environment
+    }
+
+    func optionalString(_ name: String) -> String? {
+        guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    func string(_ name: String, default fallback: String) -> String {
+        optionalString(name) ?? fallback
+    }
+
+    func integer(_ name: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
+        guard let text = optionalString(name) else { return fallback }
+        guard let value = Int(text), range.contains(value) else {
+            throw AppConfiguration.Invalid(variable: name, reason: "must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+        }
+        return value
+    }
+
+    func baseURL(_ name: String, default fallback: String) throws -> URL {
+        let text = optionalString(name) ?? fallback
+        guard let components = URLComponents(string: text),
+              let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
+              components.host?.isEmpty == false,
+              components.query == nil, components.fragment == nil,
+              let url = components.url
+        else {
+            throw AppConfiguration.Invalid(variable: name, reason: "must be an absolute http(s) URL without query or fragment, got '\(text)'")
+        }
+        // One trailing slash is the same URL as none: keep none, so paths join cleanly.
+        let trimmed = url.absoluteString.hasSuffix("/") ? String(url.absoluteString.dropLast()) : url.absoluteString
+        return URL(string: trimmed)!
+    }
+
+    func directory(_ name: String, default fallback: String) throws -> URL {
+        let path = string(name, default: fallback)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw AppConfiguration.Invalid(variable: name, reason: "must name an existing folder, got '\(path)'")
+        }
+        return URL(fileURLWithPath: path)
+    }
+
+    func logLevel(_ name: String, default fallback: Logger.Level) throws -> Logger.Level {
+        guard let text = optionalString(name) else { return fallback }
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            let allowed = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+            throw AppConfiguration.Invalid(variable: name, reason: "must be one of \(allowed), got '\(text)'")
+        }
+        return level
+    }
+}

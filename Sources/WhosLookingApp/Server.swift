@@ -1,0 +1,72 @@
+import EmbeddedPostgres
+import Foundation
+import Hummingbird
+import Libpq
+import Logging
+
+/// Start-up and shut-down around the HTTP application: database (embedded or given),
+/// migrations, serving until SIGTERM/SIGINT, then closing the pool and the embedded cluster.
+public enum Server {
+    public static func makeLogger(level: Logger.Level) -> Logger {
+        var logger = Logger(label: "whoslooking")
+        logger.logLevel = level
+        return logger
+    }
+
+    /// Runs the service until a shutdown signal.
+    public static func serve(configuration: AppConfiguration) async throws {
+        let logger = makeLogger(level: configuration.logLevel)
+        try await withDatabase(configuration: configuration, logger: logger) { pool in
+            let migrator = try Migrator(directory: configuration.migrationsDirectory)
+            try await migrator.migrate(pool: pool, logger: logger)
+            let app = buildApplication(configuration: configuration, pool: pool, logger: logger)
+            logger.info("serving", metadata: ["baseURL": "\(configuration.baseURL.absoluteString)"])
+            try await app.runService()
+        }
+    }
+
+    /// Applies pending migrations and exits.
+    public static func migrate(configuration: AppConfiguration) async throws {
+        let logger = makeLogger(level: configuration.logLevel)
+        try await withDatabase(configuration: configuration, logger: logger) { pool in
+            let applied = try await Migrator(directory: configuration.migrationsDirectory).migrate(pool: pool, logger: logger)
+            logger.info("migrations done", metadata: ["applied": "\(applied.count)"])
+            await pool.close()
+        }
+    }
+
+    /// Opens the pool on DATABASE_URL, or on an embedded cluster it starts and later stops.
+    static func withDatabase(
+        configuration: AppConfiguration,
+        logger: Logger,
+        _ body: (PostgresPool) async throws -> Void
+    ) async throws {
+        var embedded: EmbeddedPostgres?
+        let conninfo: String
+        if let databaseURL = configuration.databaseURL {
+            conninfo = databaseURL
+        } else {
+            let cluster = EmbeddedPostgres(dataDirectory: configuration.embeddedPostgresDirectory, logger: logger)
+            logger.info("no DATABASE_URL: using the embedded PostgreSQL", metadata: ["data": "\(configuration.embeddedPostgresDirectory.path)"])
+            conninfo = try await cluster.start()
+            embedded = cluster
+        }
+        let pool = PostgresPool(
+            configuration: .init(
+                conninfo: conninfo,
+                maxConnections: configuration.databasePoolSize,
+                connectTimeoutSeconds: configuration.databaseConnectTimeoutSeconds
+            ),
+            logger: logger
+        )
+        do {
+            try await body(pool)
+        } catch {
+            await pool.close()
+            try? await embedded?.stop()
+            throw error
+        }
+        await pool.close()
+        try await embedded?.stop()
+    }
+}
