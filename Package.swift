@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // The C API of libpq, found through pkg-config (Debian: libpq-dev).
@@ -59,15 +60,25 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Helpers shared by the test targets: scratch databases on the test server.
+        .target(
+            name: "TestSupport",
+            dependencies: ["Libpq", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "LibpqTests",
-            dependencies: ["Libpq", "EmbeddedPostgres"]
+            dependencies: ["Libpq", "EmbeddedPostgres", "TestSupport"]
         ),
         .testTarget(
             name: "WhosLookingAppTests",
             dependencies: [
                 "WhosLookingApp",
+                "TestSupport",
+                // Built so the tests can run the real executable.
+                "whoslooking",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
     ],

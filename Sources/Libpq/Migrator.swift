@@ -12,6 +12,12 @@ public struct Migrator: Sendable {
         public var version: Int
         public var fileName: String
         public var sql: String
+
+        public init(version: Int, fileName: String, sql: String) {
+            self.version = version
+            self.fileName = fileName
+            self.sql = sql
+        }
     }
 
     public enum MigrationError: Error, CustomStringConvertible {

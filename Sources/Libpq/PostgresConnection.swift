@@ -36,6 +36,9 @@ public final class PostgresConnection: @unchecked Sendable {
             throw PostgresError(.connection, message: message)
         }
         handle = connection
+        // Server notices (NOTICE, the FATAL before a termination) would go to stderr; errors
+        // that matter reach us as results, so notices are dropped.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
     }
 
     deinit {
@@ -52,11 +55,16 @@ public final class PostgresConnection: @unchecked Sendable {
     /// The server process serving this session (for `pg_terminate_backend` in tests and logs).
     public var backendPID: Int32 { PQbackendPID(handle) }
 
-    /// False once the server has gone away. Reads whatever the server sent while idle
-    /// (such as a termination notice) without blocking: libpq keeps its socket non-blocking.
+    /// False once the server has gone away. An idle session hears nothing from the server
+    /// unless something happened (a termination notice, then end of file), so a readable
+    /// socket is read until it is quiet again or found closed. Never blocks.
     public var isUsable: Bool {
         guard !isClosed, PQstatus(handle) == CONNECTION_OK else { return false }
-        guard PQconsumeInput(handle) == 1 else { return false }
+        var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+        for _ in 0..<4 {
+            guard poll(&descriptor, 1, 0) > 0 else { break }
+            guard PQconsumeInput(handle) == 1, PQstatus(handle) == CONNECTION_OK else { return false }
+        }
         return PQstatus(handle) == CONNECTION_OK && PQtransactionStatus(handle) == PQTRANS_IDLE
     }
 
