@@ -1,0 +1,42 @@
+import Foundation
+import Logging
+import Testing
+@testable import WhosLookingApp
+
+@Suite("Configuration from the environment")
+struct ConfigurationTests {
+    let migrations = ["MIGRATIONS_DIR": NSTemporaryDirectory()]
+
+    @Test func defaults() throws {
+        let configuration = try AppConfiguration(environment: migrations)
+        #expect(configuration.port == 8080)
+        #expect(configuration.host == "127.0.0.1")
+        #expect(configuration.baseURL.absoluteString == "http://localhost:8080")
+        #expect(configuration.databaseURL == nil)
+        #expect(configuration.embeddedPostgresDirectory.path.hasSuffix(".whoslooking/postgres"))
+        #expect(configuration.logLevel == .info)
+    }
+
+    @Test func baseURLFollowsPortAndDropsOneTrailingSlash() throws {
+        #expect(try AppConfiguration(environment: migrations.merging(["PORT": "9000"]) { $1 }).baseURL.absoluteString == "http://localhost:9000")
+        let configured = try AppConfiguration(environment: migrations.merging(["BASE_URL": "https://presence.example.com/app/"]) { $1 })
+        #expect(configured.baseURL.absoluteString == "https://presence.example.com/app")
+    }
+
+    @Test(arguments: [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("BASE_URL", "ftp://example.com"),
+        ("BASE_URL", "https://example.com/?x=1"),
+        ("BASE_URL", "not a url"),
+        ("LOG_LEVEL", "loud"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("MIGRATIONS_DIR", "/no/such/folder"),
+    ])
+    func invalidValuesNameTheVariable(variable: String, value: String) throws {
+        let environment = migrations.merging([variable: value]) { $1 }
+        let error = #expect(throws: AppConfiguration.Invalid.self) { try AppConfiguration(environment: environment) }
+        #expect(error?.variable == variable)
+        #expect(error?.description.contains(variable) == true)
+    }
+}

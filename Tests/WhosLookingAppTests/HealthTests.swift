@@ -1,0 +1,78 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Libpq
+import TestSupport
+import Testing
+@testable import WhosLookingApp
+
+@Suite("Health and readiness")
+struct HealthTests {
+    func configuration() throws -> AppConfiguration {
+        try AppConfiguration(environment: ["PORT": "0", "MIGRATIONS_DIR": NSTemporaryDirectory()])
+    }
+
+    @Test func healthzAndReadyzWithADatabase() async throws {
+        try await TestDatabase.withScratchPool { pool in
+            let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+            try await app.test(.router) { client in
+                try await client.execute(uri: "/healthz", method: .get) { response in
+                    #expect(response.status == .ok)
+                }
+                try await client.execute(uri: "/readyz", method: .get) { response in
+                    #expect(response.status == .ok)
+                    #expect(String(buffer: response.body) == "ready\n")
+                }
+            }
+        }
+    }
+
+    @Test func readyzIs503WhenTheDatabaseIsUnreachable() async throws {
+        let pool = PostgresPool(
+            configuration: .init(conninfo: "host=/nonexistent/socket-folder user=nobody dbname=none", maxConnections: 1, connectTimeoutSeconds: 1),
+            logger: TestDatabase.logger
+        )
+        let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let body = String(buffer: response.body)
+                #expect(body == "database unavailable\n")
+                #expect(!body.contains("nonexistent"), "the response must not leak connection details")
+            }
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+        }
+        await pool.close()
+    }
+
+    /// Every pool connection busy in pg_sleep must not hold up a request that needs no database:
+    /// libpq blocks only the pool's own threads.
+    @Test func slowQueriesDoNotDelayOtherRequests() async throws {
+        try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
+            let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+            try await app.test(.live) { client in
+                let sleepers = (0..<4).map { _ in Task { try await pool.query("SELECT pg_sleep(3)") } }
+                // Wait until all four sleeps run on the server.
+                let admin = PostgresPool(configuration: .init(conninfo: TestDatabase.serverConninfo, maxConnections: 1), logger: TestDatabase.logger)
+                for _ in 0..<100 {
+                    let rows = try await admin.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)' AND state = 'active'")
+                    if try rows[0].decode(Int.self, "n") == 4 { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                await admin.close()
+                let started = ContinuousClock.now
+                for _ in 0..<5 {
+                    try await client.execute(uri: "/healthz", method: .get) { response in
+                        #expect(response.status == .ok)
+                    }
+                }
+                let elapsed = ContinuousClock.now - started
+                // The sleeps take 3 s; answering before they end proves nothing waited on them.
+                #expect(elapsed < .seconds(2), "five /healthz took \(elapsed) while the pool was busy")
+                for sleeper in sleepers { _ = try await sleeper.value }
+            }
+        }
+    }
+}
