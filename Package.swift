@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // The C API of libpq, found through pkg-config (Debian: libpq-dev).
@@ -42,12 +43,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The Atlassian Connect protocol: qsh, JWT verification and signing, descriptor, install keys.
+        .target(
+            name: "Connect",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // The HTTP application: configuration, routes, services.
         .target(
             name: "WhosLookingApp",
             dependencies: [
                 "Libpq",
                 "EmbeddedPostgres",
+                "Connect",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -69,6 +83,10 @@ let package = Package(
         .testTarget(
             name: "LibpqTests",
             dependencies: ["Libpq", "EmbeddedPostgres", "TestSupport"]
+        ),
+        .testTarget(
+            name: "ConnectTests",
+            dependencies: ["Connect", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
         ),
         .testTarget(
             name: "WhosLookingAppTests",

@@ -1,0 +1,50 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Calls a tenant's Jira REST API as the app, every request signed and bounded in time.
+public struct JiraClient: Sendable {
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: HTTPHeaders
+        public var body: ByteBuffer
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let httpClient: HTTPClient
+    private let signer: JiraRequestSigner
+    private let timeout: TimeAmount
+    private let maxResponseBytes: Int
+
+    public init(appKey: String, httpClient: HTTPClient = .shared, timeout: TimeAmount = .seconds(10), maxResponseBytes: Int = 4 * 1024 * 1024) {
+        self.httpClient = httpClient
+        self.signer = JiraRequestSigner(appKey: appKey)
+        self.timeout = timeout
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    /// GET `path` (beginning with `/`, relative to the tenant's baseUrl) with query items.
+    public func get(tenantBaseURL: URL, sharedSecret: String, path: String, query: [URLQueryItem] = []) async throws -> Response {
+        var components = URLComponents(url: tenantBaseURL, resolvingAgainstBaseURL: false)!
+        components.percentEncodedPath = (components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath) + path
+        if !query.isEmpty {
+            // RFC 3986 encoding, the same the qsh uses, so what we send is what we hashed.
+            components.percentEncodedQuery = query
+                .map { CanonicalRequest.rfc3986Encode($0.name) + "=" + CanonicalRequest.rfc3986Encode($0.value ?? "") }
+                .joined(separator: "&")
+        }
+        guard let url = components.url else { throw Failure(description: "cannot build a URL for \(path)") }
+        var request = HTTPClientRequest(url: url.absoluteString)
+        request.method = .GET
+        request.headers.add(name: "Authorization", value: try signer.authorization(method: "GET", url: url, tenantBaseURL: tenantBaseURL, sharedSecret: sharedSecret))
+        request.headers.add(name: "Accept", value: "application/json")
+        let response = try await httpClient.execute(request, timeout: timeout)
+        let body = try await response.body.collect(upTo: maxResponseBytes)
+        return Response(status: Int(response.status.code), headers: response.headers, body: body)
+    }
+}
