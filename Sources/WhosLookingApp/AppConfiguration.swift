@@ -21,6 +21,14 @@ public struct AppConfiguration: Sendable {
     public var databaseConnectTimeoutSeconds: Int
     public var migrationsDirectory: URL
     public var logLevel: Logger.Level
+    /// The descriptor's `key`.
+    public var appKey: String
+    /// Where Atlassian publishes the public keys of signed installs, by kid.
+    public var installKeysURL: String
+    /// Base64 of 32 bytes sealing shared secrets; nil means the embedded default's key file.
+    public var secretEncryptionKey: String?
+    /// Clock leeway for inbound JWT `exp` and `iat`.
+    public var jwtLeewaySeconds: Int
 
     public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
 
@@ -35,6 +43,31 @@ public struct AppConfiguration: Sendable {
         databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
         migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultMigrationsDirectory())
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
+        appKey = reader.string("APP_KEY", default: "whos-looking")
+        guard appKey.count <= 64, appKey.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
+            throw Invalid(variable: "APP_KEY", reason: "must be 1 to 64 characters of A-Z a-z 0-9 - . _, got '\(appKey)'")
+        }
+        installKeysURL = try reader.baseURL("CONNECT_INSTALL_KEYS_URL", default: "https://connect-install-keys.atlassian.com").absoluteString
+        secretEncryptionKey = reader.optionalString("SECRET_ENCRYPTION_KEY")
+        if let secretEncryptionKey, (try? SecretBox(base64Key: secretEncryptionKey)) == nil {
+            throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
+        }
+        jwtLeewaySeconds = try reader.integer("JWT_LEEWAY_SECONDS", default: 30, in: 0...300)
+    }
+
+    /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
+    /// generated once into DATA_DIR/secret.key (mode 0600). Other setups must set it.
+    public func resolveSecretBox() throws -> SecretBox {
+        if let secretEncryptionKey { return try SecretBox(base64Key: secretEncryptionKey) }
+        guard databaseURL == nil else {
+            throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
+        }
+        return try SecretBox(base64Key: SecretBox.loadOrCreateKeyFile(dataDirectory.appendingPathComponent("secret.key")))
+    }
+
+    /// The path part of BASE_URL, which canonical request paths are relative to.
+    public var basePath: String {
+        URLComponents(url: baseURL, resolvingAgainstBaseURL: false)?.percentEncodedPath ?? ""
     }
 
     /// `Migrations/` in the working folder, else beside the checkout the executable was built in.

@@ -3,7 +3,8 @@ import Libpq
 import Logging
 
 /// Liveness and readiness, for load balancers and orchestrators.
-struct HealthController<Context: RequestContext> {
+struct HealthController {
+    typealias Context = AppRequestContext
     let pool: PostgresPool
 
     func addRoutes(to router: Router<Context>) {

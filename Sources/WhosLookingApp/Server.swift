@@ -16,10 +16,11 @@ public enum Server {
     /// Runs the service until a shutdown signal.
     public static func serve(configuration: AppConfiguration) async throws {
         let logger = makeLogger(level: configuration.logLevel)
+        let secrets = try configuration.resolveSecretBox()
         try await withDatabase(configuration: configuration, logger: logger) { pool in
             let migrator = try Migrator(directory: configuration.migrationsDirectory)
             try await migrator.migrate(pool: pool, logger: logger)
-            let app = buildApplication(configuration: configuration, pool: pool, logger: logger)
+            let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, logger: logger)
             logger.info("serving", metadata: ["baseURL": "\(configuration.baseURL.absoluteString)"])
             try await app.runService()
         }

@@ -1,0 +1,15 @@
+import Hummingbird
+
+/// The request context of every route: Hummingbird's core storage plus, on authenticated
+/// routes, who the verified Connect JWT says is calling.
+public struct AppRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var identity: ConnectIdentity?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    /// Lifecycle callbacks are small; anything near a megabyte is not from Jira.
+    public var maxUploadSize: Int { 64 * 1024 }
+}

@@ -1,0 +1,10 @@
+import Connect
+
+/// Who a verified Connect JWT speaks for.
+public struct ConnectIdentity: Sendable {
+    public var tenant: Tenant
+    /// The user's Atlassian account id; nil for an anonymous visitor.
+    public var accountID: String?
+    public var claims: ConnectClaims
+    public var isContextToken: Bool { claims.qsh == ConnectClaims.contextQSH }
+}

@@ -1,0 +1,56 @@
+import Crypto
+import Foundation
+
+/// Seals tenants' shared secrets at rest with AES-256-GCM.
+public struct SecretBox: Sendable {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let key: SymmetricKey
+    /// A short fingerprint of the key, stored beside each sealed value so rotation can tell keys apart.
+    public let keyID: String
+
+    /// `base64Key`: 32 random bytes, base64 (e.g. `openssl rand -base64 32`).
+    public init(base64Key: String) throws {
+        guard let bytes = Data(base64Encoded: base64Key.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
+            throw Failure(description: "the key must be 32 random bytes, base64-encoded")
+        }
+        key = SymmetricKey(data: bytes)
+        keyID = SHA256.hash(data: bytes).prefix(4).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A new random key, base64.
+    public static func generateKey() -> String {
+        SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
+    }
+
+    /// `context` (the tenant's clientKey) is authenticated but not stored in the box.
+    public func seal(_ secret: String, context: String) throws -> [UInt8] {
+        let box = try AES.GCM.seal(Data(secret.utf8), using: key, authenticating: Data(context.utf8))
+        guard let combined = box.combined else { throw Failure(description: "AES-GCM gave no combined form") }
+        return Array(combined)
+    }
+
+    public func open(_ sealed: [UInt8], context: String) throws -> String {
+        do {
+            let box = try AES.GCM.SealedBox(combined: sealed)
+            return String(decoding: try AES.GCM.open(box, using: key, authenticating: Data(context.utf8)), as: UTF8.self)
+        } catch {
+            throw Failure(description: "cannot open a sealed secret (wrong SECRET_ENCRYPTION_KEY?)")
+        }
+    }
+
+    /// The embedded default's key: read from `file`, or generated once and written with mode 0600.
+    public static func loadOrCreateKeyFile(_ file: URL) throws -> String {
+        if let existing = try? String(contentsOf: file, encoding: .utf8) {
+            return existing.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let key = generateKey()
+        guard FileManager.default.createFile(atPath: file.path, contents: Data((key + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw Failure(description: "cannot write the secret key file \(file.path)")
+        }
+        return key
+    }
+}

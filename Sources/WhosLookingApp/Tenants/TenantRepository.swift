@@ -1,0 +1,88 @@
+import Foundation
+import Libpq
+
+/// Erases what the app holds about a tenant's people when it uninstalls; later features
+/// register their tables here. Runs inside the uninstall transaction.
+public protocol TenantDataEraser: Sendable {
+    func eraseTenant(clientKey: String, on connection: PooledConnection) async throws
+}
+
+/// Tenants in PostgreSQL, shared secrets sealed by a `SecretBox`.
+public struct TenantRepository: Sendable {
+    let pool: PostgresPool
+    let secrets: SecretBox
+    let erasers: [any TenantDataEraser]
+
+    public init(pool: PostgresPool, secrets: SecretBox, erasers: [any TenantDataEraser] = []) {
+        self.pool = pool
+        self.secrets = secrets
+        self.erasers = erasers
+    }
+
+    /// Stores a verified install: a new tenant, or a reinstall replacing its secret and details.
+    public func install(_ installation: TenantInstallation, at now: Date = Date()) async throws {
+        let sealed = PostgresBytes(try secrets.seal(installation.sharedSecret, context: installation.clientKey))
+        try await pool.query("""
+            INSERT INTO tenants (client_key, base_url, display_url, product_type, description, oauth_client_id,
+                                 installation_id, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
+            VALUES (\(installation.clientKey), \(installation.baseURL.absoluteString), \(installation.displayURL?.absoluteString),
+                    \(installation.productType), \(installation.description), \(installation.oauthClientID),
+                    \(installation.installationID), \(sealed), \(secrets.keyID), 'installed', \(now), \(now))
+            ON CONFLICT (client_key) DO UPDATE SET
+                base_url = EXCLUDED.base_url, display_url = EXCLUDED.display_url,
+                product_type = EXCLUDED.product_type, description = EXCLUDED.description,
+                oauth_client_id = EXCLUDED.oauth_client_id, installation_id = EXCLUDED.installation_id,
+                shared_secret_sealed = EXCLUDED.shared_secret_sealed, secret_key_id = EXCLUDED.secret_key_id,
+                state = 'installed', updated_at = EXCLUDED.updated_at, uninstalled_at = NULL,
+                installed_at = CASE WHEN tenants.state = 'uninstalled' THEN EXCLUDED.installed_at ELSE tenants.installed_at END
+            """)
+    }
+
+    /// Marks the tenant uninstalled, drops its secret and erases its personal data, atomically.
+    /// Answers false for a tenant we never knew.
+    @discardableResult
+    public func uninstall(clientKey: String, at now: Date = Date()) async throws -> Bool {
+        try await pool.transaction { connection in
+            let updated = try await connection.query("""
+                UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL,
+                                   uninstalled_at = \(now), updated_at = \(now)
+                WHERE client_key = \(clientKey)
+                """)
+            for eraser in erasers {
+                try await eraser.eraseTenant(clientKey: clientKey, on: connection)
+            }
+            return updated.affectedRows > 0
+        }
+    }
+
+    public func tenant(clientKey: String) async throws -> Tenant? {
+        let rows = try await pool.query("""
+            SELECT client_key, base_url, display_url, product_type, description, oauth_client_id, installation_id,
+                   state, installed_at, updated_at, uninstalled_at
+            FROM tenants WHERE client_key = \(clientKey)
+            """)
+        guard let row = rows.first else { return nil }
+        return Tenant(
+            clientKey: try row.decode(String.self, "client_key"),
+            baseURL: URL(string: try row.decode(String.self, "base_url"))!,
+            displayURL: try row.decode(String?.self, "display_url").flatMap(URL.init(string:)),
+            productType: try row.decode(String.self, "product_type"),
+            description: try row.decode(String?.self, "description"),
+            oauthClientID: try row.decode(String?.self, "oauth_client_id"),
+            installationID: try row.decode(String?.self, "installation_id"),
+            state: Tenant.State(rawValue: try row.decode(String.self, "state")) ?? .uninstalled,
+            installedAt: try row.decode(Date.self, "installed_at"),
+            updatedAt: try row.decode(Date.self, "updated_at"),
+            uninstalledAt: try row.decode(Date?.self, "uninstalled_at")
+        )
+    }
+
+    /// The shared secret of an installed tenant, for verifying its tokens and signing calls to it.
+    public func sharedSecret(clientKey: String) async throws -> String? {
+        let rows = try await pool.query("""
+            SELECT shared_secret_sealed FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
+            """)
+        guard let sealed = try rows.first?.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
+        return try secrets.open(sealed.bytes, context: clientKey)
+    }
+}
