@@ -77,7 +77,14 @@ let package = Package(
         // Helpers shared by the test targets: scratch databases on the test server.
         .target(
             name: "TestSupport",
-            dependencies: ["Libpq", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Libpq",
+                "Connect",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
             path: "Tests/TestSupport"
         ),
         .testTarget(

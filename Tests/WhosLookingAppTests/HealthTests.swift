@@ -9,12 +9,16 @@ import Testing
 @Suite("Health and readiness")
 struct HealthTests {
     func configuration() throws -> AppConfiguration {
-        try AppConfiguration(environment: ["PORT": "0", "MIGRATIONS_DIR": NSTemporaryDirectory()])
+        try TestApp.configuration()
+    }
+
+    func secrets() throws -> SecretBox {
+        try configuration().resolveSecretBox()
     }
 
     @Test func healthzAndReadyzWithADatabase() async throws {
         try await TestDatabase.withScratchPool { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
             try await app.test(.router) { client in
                 try await client.execute(uri: "/healthz", method: .get) { response in
                     #expect(response.status == .ok)
@@ -32,7 +36,7 @@ struct HealthTests {
             configuration: .init(conninfo: "host=/nonexistent/socket-folder user=nobody dbname=none", maxConnections: 1, connectTimeoutSeconds: 1),
             logger: TestDatabase.logger
         )
-        let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+        let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
         try await app.test(.router) { client in
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
@@ -51,7 +55,7 @@ struct HealthTests {
     /// libpq blocks only the pool's own threads.
     @Test func slowQueriesDoNotDelayOtherRequests() async throws {
         try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, logger: TestDatabase.logger)
+            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
             try await app.test(.live) { client in
                 let sleepers = (0..<4).map { _ in Task { try await pool.query("SELECT pg_sleep(3)") } }
                 // Wait until all four sleeps run on the server.
