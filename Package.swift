@@ -71,6 +71,7 @@ let package = Package(
             name: "whoslooking",
             dependencies: [
                 "WhosLookingApp",
+                "Connect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -39,4 +39,33 @@ struct ConfigurationTests {
         #expect(error?.variable == variable)
         #expect(error?.description.contains(variable) == true)
     }
+
+    @Test func secretKeyIsRequiredWithAnExternalDatabase() throws {
+        let configuration = try AppConfiguration(environment: migrations.merging(["DATABASE_URL": "host=/tmp dbname=x"]) { $1 })
+        let error = #expect(throws: AppConfiguration.Invalid.self) { try configuration.resolveSecretBox() }
+        #expect(error?.variable == "SECRET_ENCRYPTION_KEY")
+    }
+
+    @Test func embeddedDefaultGeneratesItsKeyOnceWithMode0600() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("wl-key-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let configuration = try AppConfiguration(environment: migrations.merging(["DATA_DIR": folder.path]) { $1 })
+        let first = try configuration.resolveSecretBox()
+        let second = try configuration.resolveSecretBox()
+        #expect(first.keyID == second.keyID)
+        let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent("secret.key").path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let other = try AppConfiguration(environment: migrations.merging(["DATA_DIR": folder.path + "-other"]) { $1 })
+        defer { try? FileManager.default.removeItem(atPath: folder.path + "-other") }
+        #expect(try other.resolveSecretBox().keyID != first.keyID)
+    }
+
+    @Test func badSecretKeyAndAppKeyNameTheirVariables() throws {
+        for (variable, value) in [("SECRET_ENCRYPTION_KEY", "c2hvcnQ="), ("APP_KEY", "has spaces"), ("CONNECT_INSTALL_KEYS_URL", "nope")] {
+            let error = #expect(throws: AppConfiguration.Invalid.self) {
+                try AppConfiguration(environment: migrations.merging([variable: value]) { $1 })
+            }
+            #expect(error?.variable == variable)
+        }
+    }
 }

@@ -1,0 +1,76 @@
+import Connect
+import Foundation
+import TestSupport
+import Testing
+
+/// `whoslooking jwt …`, run as the real executable.
+@Suite("whoslooking jwt")
+struct JWTCommandTests {
+    var executable: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("whoslooking")
+    }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    struct Vector: Decodable {
+        var canonicalUrl: String
+        var signedUrl: String
+        var addonBaseUrl: String?
+    }
+
+    struct Vectors: Decodable {
+        var secret: String
+        var tests: [Vector]
+    }
+
+    @Test func qshPrintsExactlyTwoLinesMatchingAtlassiansVectors() throws {
+        let vectors = try JSONDecoder().decode(Vectors.self, from: SharedMaterial.conformance("jwt-signed-urls.json"))
+        for vector in vectors.tests.prefix(12) + vectors.tests.filter({ $0.addonBaseUrl != nil }) {
+            var arguments = ["jwt", "qsh", "GET", vector.signedUrl]
+            if let base = vector.addonBaseUrl { arguments += ["--base-url", "https://example.com" + base] }
+            let (status, output) = try run(arguments)
+            #expect(status == 0)
+            let lines = output.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.isEmpty }
+            #expect(lines.count == 2)
+            #expect(lines.first == "canonical: \(vector.canonicalUrl)"[...])
+            let qsh = CanonicalRequest(method: "GET", target: "/").qsh.count
+            #expect(lines.last?.hasPrefix("qsh: ") == true && lines.last?.count == 5 + qsh)
+        }
+    }
+
+    @Test func decodeAndVerify() throws {
+        let claims = ConnectClaims(
+            iss: "jira:abc", sub: "account-1", iat: Date().timeIntervalSince1970, exp: Date().timeIntervalSince1970 + 60,
+            qsh: CanonicalRequest(method: "GET", target: "/panel?issueKey=A-1").qsh
+        )
+        let token = try HS256.sign(claims, secret: "shhh")
+        let decoded = try run(["jwt", "decode", token])
+        #expect(decoded.status == 0)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(decoded.output.utf8)) as? [String: [String: Any]])
+        #expect(json["header"]?["alg"] as? String == "HS256")
+        #expect(json["claims"]?["iss"] as? String == "jira:abc")
+
+        let good = try run(["jwt", "verify", token, "--secret", "shhh", "--url", "https://app.example.com/panel?issueKey=A-1"])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(!good.output.contains("FAIL"))
+
+        let wrongQuery = try run(["jwt", "verify", token, "--secret", "shhh", "--url", "https://app.example.com/panel?issueKey=A-2"])
+        #expect(wrongQuery.status != 0)
+        #expect(wrongQuery.output.contains("FAIL  qsh"))
+        #expect(wrongQuery.output.contains("pass  signature"))
+
+        let wrongSecret = try run(["jwt", "verify", token, "--secret", "nope", "--url", "https://app.example.com/panel?issueKey=A-1"])
+        #expect(wrongSecret.output.contains("FAIL  signature"))
+    }
+}
