@@ -55,6 +55,16 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // The presence domain: viewer tickets, viewers in PostgreSQL, expiry.
+        .target(
+            name: "Presence",
+            dependencies: [
+                "Libpq",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The HTTP application: configuration, routes, services.
         .target(
             name: "WhosLookingApp",
@@ -62,6 +72,7 @@ let package = Package(
                 "Libpq",
                 "EmbeddedPostgres",
                 "Connect",
+                "Presence",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

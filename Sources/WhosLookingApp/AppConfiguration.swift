@@ -29,6 +29,16 @@ public struct AppConfiguration: Sendable {
     public var secretEncryptionKey: String?
     /// Clock leeway for inbound JWT `exp` and `iat`.
     public var jwtLeewaySeconds: Int
+    /// How often an open panel sends a heartbeat.
+    public var pollIntervalSeconds: Int
+    /// A viewer unseen this long is no longer listed.
+    public var viewerTTLSeconds: Int
+    /// How often expired viewers are deleted.
+    public var sweepIntervalSeconds: Int
+    /// Atlassian's iframe bridge script.
+    public var allJSURL: String
+    /// The panel's static files.
+    public var publicDirectory: URL
 
     public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
 
@@ -41,7 +51,7 @@ public struct AppConfiguration: Sendable {
         dataDirectory = URL(fileURLWithPath: reader.string("DATA_DIR", default: ".whoslooking"))
         databasePoolSize = try reader.integer("DATABASE_POOL_SIZE", default: 8, in: 1...200)
         databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
-        migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultMigrationsDirectory())
+        migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultProjectFolder("Migrations"))
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
         appKey = reader.string("APP_KEY", default: "whos-looking")
         guard appKey.count <= 64, appKey.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
@@ -53,6 +63,14 @@ public struct AppConfiguration: Sendable {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
         }
         jwtLeewaySeconds = try reader.integer("JWT_LEEWAY_SECONDS", default: 30, in: 0...300)
+        pollIntervalSeconds = try reader.integer("POLL_INTERVAL_SECONDS", default: 10, in: 1...3600)
+        viewerTTLSeconds = try reader.integer("VIEWER_TTL_SECONDS", default: 3 * pollIntervalSeconds, in: 1...86400)
+        guard viewerTTLSeconds > pollIntervalSeconds else {
+            throw Invalid(variable: "VIEWER_TTL_SECONDS", reason: "must be longer than POLL_INTERVAL_SECONDS (\(pollIntervalSeconds)), or every viewer flickers out between heartbeats")
+        }
+        sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
+        allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
+        publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))
     }
 
     /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
@@ -70,16 +88,16 @@ public struct AppConfiguration: Sendable {
         URLComponents(url: baseURL, resolvingAgainstBaseURL: false)?.percentEncodedPath ?? ""
     }
 
-    /// `Migrations/` in the working folder, else beside the checkout the executable was built in.
-    static func defaultMigrationsDirectory() -> String {
-        if FileManager.default.fileExists(atPath: "Migrations") { return "Migrations" }
+    /// `name` (Migrations, Public) in the working folder, else in the checkout the executable was built in.
+    static func defaultProjectFolder(_ name: String) -> String {
+        if FileManager.default.fileExists(atPath: name) { return name }
         var folder = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         while folder.path != "/" {
-            let candidate = folder.appendingPathComponent("Migrations")
+            let candidate = folder.appendingPathComponent(name)
             if FileManager.default.fileExists(atPath: candidate.path) { return candidate.path }
             folder = folder.deletingLastPathComponent()
         }
-        return "Migrations"
+        return name
     }
 }
 

@@ -1,7 +1,9 @@
 import Connect
+import Crypto
 import Hummingbird
 import Libpq
 import Logging
+import Presence
 
 /// The HTTP application over an open pool. Start-up (database, migrations) happens in `Server`.
 public func buildApplication(
@@ -10,19 +12,28 @@ public func buildApplication(
     secrets: SecretBox,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let router = buildRouter(configuration: configuration, pool: pool, secrets: secrets, logger: logger)
+    let presence = PresenceRepository(pool: pool, ttl: Double(configuration.viewerTTLSeconds))
+    let router = buildRouter(configuration: configuration, pool: pool, secrets: secrets, presence: presence, logger: logger)
+    let sweeper = ExpirySweeper(repository: presence, interval: .seconds(configuration.sweepIntervalSeconds), logger: logger)
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
-        services: [pool],
+        services: [pool, sweeper],
         logger: logger
     )
 }
 
-func buildRouter(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, logger: Logger) -> Router<AppRequestContext> {
+func buildRouter(
+    configuration: AppConfiguration,
+    pool: PostgresPool,
+    secrets: SecretBox,
+    presence: PresenceRepository,
+    logger: Logger
+) -> Router<AppRequestContext> {
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: DatabaseErrorMiddleware())
-    let tenants = TenantRepository(pool: pool, secrets: secrets)
+    router.add(middleware: FileMiddleware(configuration.publicDirectory.path, urlBasePath: "/public", logger: logger))
+    let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser()])
     let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
     let descriptor = AppDescriptor(appKey: configuration.appKey, baseURL: configuration.baseURL.absoluteString)
 
@@ -35,8 +46,12 @@ func buildRouter(configuration: AppConfiguration, pool: PostgresPool, secrets: S
         installKeys: InstallKeyProvider(baseURL: configuration.installKeysURL, logger: logger),
         tenants: tenants
     ).addRoutes(to: router)
-    PanelController(
-        authentication: ConnectJWTMiddleware(verifier: verifier, tenants: tenants, policy: .exactRequest)
+    PresenceController(
+        authentication: ConnectJWTMiddleware(verifier: verifier, tenants: tenants, policy: .exactRequest),
+        presence: presence,
+        tickets: ViewerTicketSigner(secret: secrets.keyMaterial),
+        page: PanelPage(allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds),
+        pollIntervalSeconds: configuration.pollIntervalSeconds
     ).addRoutes(to: router)
     return router
 }

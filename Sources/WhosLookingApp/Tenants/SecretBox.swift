@@ -8,6 +8,8 @@ public struct SecretBox: Sendable {
     }
 
     private let key: SymmetricKey
+    /// The raw key, for deriving keys of other purposes (HKDF) shared by every instance.
+    public var keyMaterial: SymmetricKey { key }
     /// A short fingerprint of the key, stored beside each sealed value so rotation can tell keys apart.
     public let keyID: String
 

@@ -1,0 +1,95 @@
+import Crypto
+import Foundation
+
+/// What the panel route hands the panel's script: proof that Jira showed this user this issue's
+/// panel in this tab, signed by us (HMAC-SHA256), so a heartbeat is verified without a
+/// database read. Each heartbeat answers a fresh ticket; an old one expires.
+public struct ViewerTicket: Codable, Sendable, Equatable {
+    /// Tenant clientKey.
+    public var tenant: String
+    public var issueID: String
+    public var issueKey: String
+    public var accountID: String
+    /// One per page load, so a user's tabs count separately until the last one leaves.
+    public var tabID: String
+    /// Seconds since 1970.
+    public var expires: Double
+
+    enum CodingKeys: String, CodingKey {
+        case tenant = "t", issueID = "i", issueKey = "k", accountID = "a", tabID = "b", expires = "e"
+    }
+
+    public init(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, expires: Double) {
+        self.tenant = tenant
+        self.issueID = issueID
+        self.issueKey = issueKey
+        self.accountID = accountID
+        self.tabID = tabID
+        self.expires = expires
+    }
+
+    public var viewer: ViewerKey { ViewerKey(tenant: tenant, issueID: issueID, accountID: accountID, tabID: tabID) }
+}
+
+/// Signs and verifies tickets with a key of our own.
+public struct ViewerTicketSigner: Sendable {
+    public enum Rejection: Error, Equatable, CustomStringConvertible {
+        case malformed, badSignature, expired
+        public var description: String {
+            switch self {
+            case .malformed: "malformed ticket"
+            case .badSignature: "bad ticket signature"
+            case .expired: "ticket expired"
+            }
+        }
+    }
+
+    private let key: SymmetricKey
+    public let lifetime: TimeInterval
+
+    /// `secret`: key material shared by every instance (derived from SECRET_ENCRYPTION_KEY).
+    public init(secret: SymmetricKey, lifetime: TimeInterval = 3600) {
+        // A key of its own for this one purpose, so a ticket MAC can never double as anything else.
+        key = HKDF<SHA256>.deriveKey(inputKeyMaterial: secret, info: Data("whoslooking viewer ticket v1".utf8), outputByteCount: 32)
+        self.lifetime = lifetime
+    }
+
+    public func issue(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()) -> String {
+        sign(ViewerTicket(tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
+                          expires: (now.timeIntervalSince1970 + lifetime).rounded(.down)))
+    }
+
+    /// The same viewer, with a new expiry.
+    public func refresh(_ ticket: ViewerTicket, now: Date = Date()) -> String {
+        var renewed = ticket
+        renewed.expires = (now.timeIntervalSince1970 + lifetime).rounded(.down)
+        return sign(renewed)
+    }
+
+    public func sign(_ ticket: ViewerTicket) -> String {
+        let payload = Self.base64URL((try? JSONEncoder().encode(ticket)) ?? Data())
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(payload.utf8), using: key)
+        return payload + "." + Self.base64URL(Data(mac))
+    }
+
+    public func verify(_ text: String, now: Date = Date()) throws(Rejection) -> ViewerTicket {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, text.utf8.count <= 4096, let mac = Self.data(base64URL: parts[1]) else { throw .malformed }
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Data(parts[0].utf8), using: key) else { throw .badSignature }
+        guard let payload = Self.data(base64URL: parts[0]), let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: payload) else {
+            throw .malformed
+        }
+        guard ticket.expires >= now.timeIntervalSince1970 else { throw .expired }
+        return ticket
+    }
+
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func data(base64URL text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}
