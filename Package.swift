@@ -111,6 +111,9 @@ let package = Package(
             name: "WhosLookingAppTests",
             dependencies: [
                 "WhosLookingApp",
+                "Presence",
+                "Connect",
+                "EmbeddedPostgres",
                 "TestSupport",
                 // Built so the tests can run the real executable.
                 "whoslooking",
