@@ -60,6 +60,7 @@ let package = Package(
             name: "Presence",
             dependencies: [
                 "Libpq",
+                "Connect",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -71,7 +71,8 @@ public struct UnverifiedToken: Sendable {
 }
 
 extension Data {
-    init?(base64URL text: Substring) {
+    /// Base64url without padding (RFC 7515), as JWTs and our tickets use it.
+    public init?(base64URL text: Substring) {
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while base64.count % 4 != 0 { base64 += "=" }
         self.init(base64Encoded: base64)

@@ -1,3 +1,4 @@
+import Connect
 import Crypto
 import Foundation
 
@@ -54,9 +55,11 @@ public struct ViewerTicketSigner: Sendable {
         self.lifetime = lifetime
     }
 
-    public func issue(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()) -> String {
-        sign(ViewerTicket(tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
-                          expires: (now.timeIntervalSince1970 + lifetime).rounded(.down)))
+    /// A ticket for a new tab, and its signed form for the page.
+    public func issue(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()) -> (ticket: ViewerTicket, signed: String) {
+        let ticket = ViewerTicket(tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
+                                  expires: (now.timeIntervalSince1970 + lifetime).rounded(.down))
+        return (ticket, sign(ticket))
     }
 
     /// The same viewer, with a new expiry.
@@ -67,29 +70,19 @@ public struct ViewerTicketSigner: Sendable {
     }
 
     public func sign(_ ticket: ViewerTicket) -> String {
-        let payload = Self.base64URL((try? JSONEncoder().encode(ticket)) ?? Data())
+        let payload = ((try? JSONEncoder().encode(ticket)) ?? Data()).base64URLEncodedString()
         let mac = HMAC<SHA256>.authenticationCode(for: Data(payload.utf8), using: key)
-        return payload + "." + Self.base64URL(Data(mac))
+        return payload + "." + Data(mac).base64URLEncodedString()
     }
 
     public func verify(_ text: String, now: Date = Date()) throws(Rejection) -> ViewerTicket {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, text.utf8.count <= 4096, let mac = Self.data(base64URL: parts[1]) else { throw .malformed }
+        guard parts.count == 2, text.utf8.count <= 4096, let mac = Data(base64URL: parts[1]) else { throw .malformed }
         guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Data(parts[0].utf8), using: key) else { throw .badSignature }
-        guard let payload = Self.data(base64URL: parts[0]), let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: payload) else {
+        guard let payload = Data(base64URL: parts[0]), let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: payload) else {
             throw .malformed
         }
         guard ticket.expires >= now.timeIntervalSince1970 else { throw .expired }
         return ticket
-    }
-
-    static func base64URL(_ data: Data) -> String {
-        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-    }
-
-    static func data(base64URL text: Substring) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64)
     }
 }

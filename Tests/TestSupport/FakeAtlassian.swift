@@ -63,10 +63,7 @@ public final class FakeAtlassian: Sendable {
 
     /// A token with `alg: none` and no signature.
     public static func unsignedToken(_ claims: ConnectClaims) throws -> String {
-        func encode(_ data: Data) -> String {
-            data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        }
-        return encode(Data(#"{"alg":"none","typ":"JWT"}"#.utf8)) + "." + encode(try JSONEncoder().encode(claims)) + "."
+        Data(#"{"alg":"none","typ":"JWT"}"#.utf8).base64URLEncodedString() + "." + (try JSONEncoder().encode(claims)).base64URLEncodedString() + "."
     }
 }
 

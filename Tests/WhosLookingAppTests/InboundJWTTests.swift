@@ -54,7 +54,7 @@ struct InboundJWTTests {
             let (status, body) = try await get(client, Self.panelTarget + "&jwt=\(token)")
             #expect(status == .ok)
             #expect(body.contains("DEMO-1"))
-            #expect(body.contains("signed-in user"))
+            #expect(body.contains(#"data-account-id="account-alice""#))
             let (headerStatus, _) = try await get(client, Self.panelTarget, authorization: "JWT \(token)")
             #expect(headerStatus == .ok)
         }
@@ -65,7 +65,7 @@ struct InboundJWTTests {
         try await withTenants { client in
             let (status, body) = try await get(client, Self.panelTarget + "&jwt=\(token)")
             #expect(status == .ok)
-            #expect(body.contains("anonymous visitor"))
+            #expect(body.contains("Log in to see who else is looking"))
         }
     }
 

@@ -26,15 +26,14 @@ struct PresenceController {
         guard let accountID = identity.accountID else { return html(page.loginPrompt()) }
         let issueID = try Self.parameter(request.uri.queryParameters.get("issueId"), name: "issueId")
         let issueKey = try Self.parameter(request.uri.queryParameters.get("issueKey"), name: "issueKey")
-        let ticket = tickets.issue(
+        let (ticket, signed) = tickets.issue(
             tenant: identity.tenant.clientKey, issueID: issueID, issueKey: issueKey,
             accountID: accountID, tabID: UUID().uuidString.lowercased()
         )
-        let verified = try tickets.verify(ticket)
-        guard let viewers = try await presence.heartbeat(verified.viewer, issueKey: issueKey) else {
+        guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: issueKey) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
-        return html(page.viewers(viewers.orderedFor(currentUser: accountID), currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: ticket))
+        return html(page.viewers(viewers.orderedFor(currentUser: accountID), currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: signed))
     }
 
     struct HeartbeatResponse: ResponseEncodable {
