@@ -20,9 +20,9 @@ struct ConnectJWTMiddleware: RouterMiddleware {
             let claims = try await verifier.verifyHS256(
                 token, method: request.method.rawValue, target: request.uri.description, policy: policy
             ) { issuer in
-                guard let secret = try await tenants.sharedSecret(clientKey: issuer) else { return nil }
-                tenant = try await tenants.tenant(clientKey: issuer)
-                return secret
+                guard let found = try await tenants.installedTenantWithSecret(clientKey: issuer) else { return nil }
+                tenant = found.tenant
+                return found.sharedSecret
             }
             guard let tenant else { throw TokenRejection.unknownIssuer }
             context.identity = ConnectIdentity(tenant: tenant, accountID: claims.sub.flatMap { $0.isEmpty ? nil : $0 }, claims: claims)

@@ -61,8 +61,22 @@ public struct TenantRepository: Sendable {
                    state, installed_at, updated_at, uninstalled_at
             FROM tenants WHERE client_key = \(clientKey)
             """)
-        guard let row = rows.first else { return nil }
-        return Tenant(
+        return try rows.first.map(Self.tenant)
+    }
+
+    /// An installed tenant with its shared secret, in one query: what verifying its JWTs needs.
+    public func installedTenantWithSecret(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String)? {
+        let rows = try await pool.query("""
+            SELECT client_key, base_url, display_url, product_type, description, oauth_client_id, installation_id,
+                   state, installed_at, updated_at, uninstalled_at, shared_secret_sealed
+            FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
+            """)
+        guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
+        return (try Self.tenant(row), try secrets.open(sealed.bytes, context: clientKey))
+    }
+
+    static func tenant(_ row: PostgresRow) throws -> Tenant {
+        Tenant(
             clientKey: try row.decode(String.self, "client_key"),
             baseURL: URL(string: try row.decode(String.self, "base_url"))!,
             displayURL: try row.decode(String?.self, "display_url").flatMap(URL.init(string:)),
