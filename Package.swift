@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The C API of libpq, found through pkg-config (Debian: libpq-dev).
@@ -66,6 +67,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Names and avatars from Jira's user API, cached, and personal data reporting.
+        .target(
+            name: "UserDirectory",
+            dependencies: [
+                "Libpq",
+                "Connect",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The HTTP application: configuration, routes, services.
         .target(
             name: "WhosLookingApp",
@@ -74,6 +88,7 @@ let package = Package(
                 "EmbeddedPostgres",
                 "Connect",
                 "Presence",
+                "UserDirectory",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,6 +112,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             path: "Tests/TestSupport"
         ),
@@ -113,6 +130,7 @@ let package = Package(
             dependencies: [
                 "WhosLookingApp",
                 "Presence",
+                "UserDirectory",
                 "Connect",
                 "EmbeddedPostgres",
                 "TestSupport",

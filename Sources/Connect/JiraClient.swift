@@ -14,6 +14,7 @@ public struct JiraClient: Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     private let httpClient: HTTPClient
@@ -39,12 +40,29 @@ public struct JiraClient: Sendable {
                 .joined(separator: "&")
         }
         guard let url = components.url else { throw Failure(description: "cannot build a URL for \(path)") }
+        return try await send(.GET, url: url, signingBase: tenantBaseURL, sharedSecret: sharedSecret)
+    }
+
+    /// POSTs JSON to an absolute URL outside the tenant's site (e.g. Atlassian's personal data
+    /// reporting API), signed with the tenant's secret; the qsh path is the URL's own path.
+    public func postJSON(url: URL, sharedSecret: String, body: ByteBuffer) async throws -> Response {
+        var root = URLComponents(url: url, resolvingAgainstBaseURL: false)!
+        root.percentEncodedPath = ""
+        root.percentEncodedQuery = nil
+        return try await send(.POST, url: url, signingBase: root.url ?? url, sharedSecret: sharedSecret, body: body)
+    }
+
+    private func send(_ method: HTTPMethod, url: URL, signingBase: URL, sharedSecret: String, body: ByteBuffer? = nil) async throws -> Response {
         var request = HTTPClientRequest(url: url.absoluteString)
-        request.method = .GET
-        request.headers.add(name: "Authorization", value: try signer.authorization(method: "GET", url: url, tenantBaseURL: tenantBaseURL, sharedSecret: sharedSecret))
+        request.method = method
+        request.headers.add(name: "Authorization", value: try signer.authorization(method: method.rawValue, url: url, tenantBaseURL: signingBase, sharedSecret: sharedSecret))
         request.headers.add(name: "Accept", value: "application/json")
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(body)
+        }
         let response = try await httpClient.execute(request, timeout: timeout)
-        let body = try await response.body.collect(upTo: maxResponseBytes)
-        return Response(status: Int(response.status.code), headers: response.headers, body: body)
+        let collected = try await response.body.collect(upTo: maxResponseBytes)
+        return Response(status: Int(response.status.code), headers: response.headers, body: collected)
     }
 }

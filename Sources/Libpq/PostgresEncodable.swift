@@ -114,3 +114,27 @@ extension Optional where Wrapped: PostgresEncodable {
         PostgresBinding(type: Wrapped.postgresType, format: Wrapped.postgresFormat, bytes: self?.postgresBytes)
     }
 }
+
+/// A `text[]` parameter, for `column = ANY(\(array))`: one statement instead of one per value.
+public struct PostgresTextArray: PostgresEncodable, Hashable {
+    public var values: [String]
+    public init(_ values: [String]) { self.values = values }
+
+    public static var postgresType: PostgresType { PostgresType(rawValue: 1009) }
+    public static var postgresFormat: PostgresBinding.Format { .text }
+
+    /// The array literal `{"a","b"}`, each element quoted with `"` and `\` escaped.
+    public var postgresBytes: [UInt8] {
+        var literal = "{"
+        for (index, value) in values.enumerated() {
+            if index > 0 { literal += "," }
+            literal += "\""
+            for character in value {
+                if character == "\"" || character == "\\" { literal.append("\\") }
+                literal.append(character)
+            }
+            literal += "\""
+        }
+        return Array((literal + "}").utf8)
+    }
+}

@@ -34,8 +34,12 @@ public struct PresenceRepository: Sendable {
                 UNION ALL
                 SELECT account_id, first_seen, last_seen FROM seen
             )
-            SELECT account_id, min(first_seen) AS since, max(last_seen) AS last_seen, EXISTS (SELECT 1 FROM seen) AS recorded
-            FROM listed GROUP BY account_id
+            SELECT l.account_id, min(l.first_seen) AS since, max(l.last_seen) AS last_seen,
+                   EXISTS (SELECT 1 FROM seen) AS recorded,
+                   u.status, u.display_name, u.avatar_url, u.expires_at <= now() AS expired
+            FROM listed l
+            LEFT JOIN user_details u ON u.client_key = \(viewer.tenant) AND u.account_id = l.account_id
+            GROUP BY l.account_id, u.status, u.display_name, u.avatar_url, u.expires_at
             """)
         guard let first = rows.first, try first.decode(Bool.self, "recorded") else { return nil }
         return try rows.map(Self.viewer)
@@ -44,10 +48,13 @@ public struct PresenceRepository: Sendable {
     /// The issue's live viewers, without recording anyone.
     public func viewers(tenant: String, issueID: String) async throws -> [Viewer] {
         let rows = try await pool.query("""
-            SELECT account_id, min(first_seen) AS since, max(last_seen) AS last_seen FROM viewers
-            WHERE client_key = \(tenant) AND issue_id = \(issueID)
-              AND last_seen > now() - make_interval(secs => \(ttl))
-            GROUP BY account_id
+            SELECT v.account_id, min(v.first_seen) AS since, max(v.last_seen) AS last_seen,
+                   u.status, u.display_name, u.avatar_url, u.expires_at <= now() AS expired
+            FROM viewers v
+            LEFT JOIN user_details u ON u.client_key = v.client_key AND u.account_id = v.account_id
+            WHERE v.client_key = \(tenant) AND v.issue_id = \(issueID)
+              AND v.last_seen > now() - make_interval(secs => \(ttl))
+            GROUP BY v.account_id, u.status, u.display_name, u.avatar_url, u.expires_at
             """)
         return try rows.map(Self.viewer)
     }
@@ -78,10 +85,18 @@ public struct PresenceRepository: Sendable {
     static let sweepLockKey = 0x7377_6565_7065_7221
 
     static func viewer(_ row: PostgresRow) throws -> Viewer {
-        Viewer(
+        let details: Viewer.Details = switch try row.decode(String?.self, "status") {
+        case "found"?: .found(displayName: try row.decode(String?.self, "display_name"), avatarURL: try row.decode(String?.self, "avatar_url"))
+        case "missing"?: .missing
+        case "not_person"?: .notPerson
+        default: .unknown
+        }
+        return Viewer(
             accountID: try row.decode(String.self, "account_id"),
             since: try row.decode(Date.self, "since"),
-            lastSeen: try row.decode(Date.self, "last_seen")
+            lastSeen: try row.decode(Date.self, "last_seen"),
+            details: details,
+            detailsExpired: try row.decode(Bool?.self, "expired") ?? false
         )
     }
 }

@@ -15,18 +15,38 @@ public struct ViewerKey: Sendable, Hashable {
     }
 }
 
-/// A person currently looking at an issue (all their tabs together).
-public struct Viewer: Sendable, Equatable, Codable {
+/// A person currently looking at an issue (all their tabs together), with what the user
+/// cache knows of them.
+public struct Viewer: Sendable, Equatable {
+    /// What the cache holds for the account (`user_details.status`).
+    public enum Details: Sendable, Equatable {
+        case unknown
+        case found(displayName: String?, avatarURL: String?)
+        case missing
+        /// An app or other non-human account: never listed as a person.
+        case notPerson
+    }
+
     public var accountID: String
     /// When they first opened the issue in a tab still open.
     public var since: Date
     public var lastSeen: Date
+    public var details: Details
+    /// The cached details are past their time: still shown, but to be fetched again.
+    public var detailsExpired: Bool
 
-    public init(accountID: String, since: Date, lastSeen: Date) {
+    public init(accountID: String, since: Date, lastSeen: Date, details: Details = .unknown, detailsExpired: Bool = false) {
         self.accountID = accountID
         self.since = since
         self.lastSeen = lastSeen
+        self.details = details
+        self.detailsExpired = detailsExpired
     }
+
+    /// Unknown or expired: ask Jira (in the background).
+    public var needsDetails: Bool { details == .unknown || detailsExpired }
+
+    public var isPerson: Bool { details != .notPerson }
 }
 
 extension Array where Element == Viewer {

@@ -39,6 +39,16 @@ public struct AppConfiguration: Sendable {
     public var allJSURL: String
     /// The panel's static files.
     public var publicDirectory: URL
+    /// How long names and avatars from Jira are used before being fetched again.
+    public var userCacheTTLSeconds: Int
+    /// How long an account Jira did not return is not asked for again.
+    public var userMissingTTLSeconds: Int
+    /// Bound on each call to Jira.
+    public var jiraTimeoutSeconds: Int
+    /// Atlassian's personal data reporting API.
+    public var personalDataReportURL: URL
+    /// Mean time between personal data report runs (each run jittered ±50%).
+    public var personalDataReportIntervalSeconds: Int
 
     public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
 
@@ -71,6 +81,11 @@ public struct AppConfiguration: Sendable {
         sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
         allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
         publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))
+        userCacheTTLSeconds = try reader.integer("USER_CACHE_TTL_SECONDS", default: 86400, in: 60...(30 * 86400))
+        userMissingTTLSeconds = try reader.integer("USER_MISSING_TTL_SECONDS", default: 3600, in: 1...86400)
+        jiraTimeoutSeconds = try reader.integer("JIRA_TIMEOUT_SECONDS", default: 10, in: 1...120)
+        personalDataReportURL = try reader.baseURL("PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true)
+        personalDataReportIntervalSeconds = try reader.integer("PERSONAL_DATA_REPORT_INTERVAL_SECONDS", default: 3600, in: 1...(7 * 86400))
     }
 
     /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
@@ -126,7 +141,7 @@ struct EnvironmentReader {
         return value
     }
 
-    func baseURL(_ name: String, default fallback: String) throws -> URL {
+    func baseURL(_ name: String, default fallback: String, keepTrailingSlash: Bool = false) throws -> URL {
         let text = optionalString(name) ?? fallback
         guard let components = URLComponents(string: text),
               let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
@@ -136,6 +151,7 @@ struct EnvironmentReader {
         else {
             throw AppConfiguration.Invalid(variable: name, reason: "must be an absolute http(s) URL without query or fragment, got '\(text)'")
         }
+        if keepTrailingSlash { return url }
         // One trailing slash is the same URL as none: keep none, so paths join cleanly.
         let trimmed = url.absoluteString.hasSuffix("/") ? String(url.absoluteString.dropLast()) : url.absoluteString
         return URL(string: trimmed)!

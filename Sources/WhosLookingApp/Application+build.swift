@@ -1,9 +1,11 @@
 import Connect
 import Crypto
+import Foundation
 import Hummingbird
 import Libpq
 import Logging
 import Presence
+import UserDirectory
 
 /// The HTTP application over an open pool. Start-up (database, migrations) happens in `Server`.
 public func buildApplication(
@@ -12,46 +14,77 @@ public func buildApplication(
     secrets: SecretBox,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let presence = PresenceRepository(pool: pool, ttl: Double(configuration.viewerTTLSeconds))
-    let router = buildRouter(configuration: configuration, pool: pool, secrets: secrets, presence: presence, logger: logger)
-    let sweeper = ExpirySweeper(repository: presence, interval: .seconds(configuration.sweepIntervalSeconds), logger: logger)
+    let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, logger: logger)
     return Application(
-        router: router,
+        router: parts.router(),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
-        services: [pool, sweeper],
+        services: [pool, parts.sweeper, parts.reporter],
         logger: logger
     )
 }
 
-func buildRouter(
-    configuration: AppConfiguration,
-    pool: PostgresPool,
-    secrets: SecretBox,
-    presence: PresenceRepository,
-    logger: Logger
-) -> Router<AppRequestContext> {
-    let router = Router(context: AppRequestContext.self)
-    router.add(middleware: DatabaseErrorMiddleware())
-    router.add(middleware: FileMiddleware(configuration.publicDirectory.path, urlBasePath: "/public", logger: logger))
-    let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser()])
-    let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
-    let descriptor = AppDescriptor(appKey: configuration.appKey, baseURL: configuration.baseURL.absoluteString)
+/// The application's pieces, wired once.
+struct AppParts {
+    let configuration: AppConfiguration
+    let pool: PostgresPool
+    let logger: Logger
+    let tenants: TenantRepository
+    let presence: PresenceRepository
+    let userDetails: UserDetailsRepository
+    let enricher: UserEnricher
+    let sweeper: ExpirySweeper
+    let reporter: PersonalDataReporter
+    let tickets: ViewerTicketSigner
 
-    HealthController(pool: pool).addRoutes(to: router)
-    DescriptorController(descriptor: descriptor).addRoutes(to: router)
-    LifecycleController(
-        appKey: configuration.appKey,
-        appBaseURL: configuration.baseURL.absoluteString,
-        verifier: verifier,
-        installKeys: InstallKeyProvider(baseURL: configuration.installKeysURL, logger: logger),
-        tenants: tenants
-    ).addRoutes(to: router)
-    PresenceController(
-        authentication: ConnectJWTMiddleware(verifier: verifier, tenants: tenants, policy: .exactRequest),
-        presence: presence,
-        tickets: ViewerTicketSigner(secret: secrets.keyMaterial),
-        page: PanelPage(allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds),
-        pollIntervalSeconds: configuration.pollIntervalSeconds
-    ).addRoutes(to: router)
-    return router
+    init(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, logger: Logger) {
+        self.configuration = configuration
+        self.pool = pool
+        self.logger = logger
+        let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
+        self.tenants = tenants
+        presence = PresenceRepository(pool: pool, ttl: Double(configuration.viewerTTLSeconds))
+        userDetails = UserDetailsRepository(
+            pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
+        )
+        let jira = JiraClient(appKey: configuration.appKey, timeout: .seconds(Int64(configuration.jiraTimeoutSeconds)))
+        let credentials: UserEnricher.Credentials = { clientKey in
+            guard let found = try await tenants.installedTenantWithSecret(clientKey: clientKey) else { return nil }
+            return (found.tenant.baseURL, found.sharedSecret)
+        }
+        enricher = UserEnricher(client: jira, repository: userDetails, credentials: credentials, logger: logger)
+        sweeper = ExpirySweeper(repository: presence, interval: .seconds(configuration.sweepIntervalSeconds), logger: logger)
+        reporter = PersonalDataReporter(
+            pool: pool, client: jira, repository: userDetails, enricher: enricher, credentials: credentials,
+            settings: .init(reportURL: configuration.personalDataReportURL, interval: .seconds(configuration.personalDataReportIntervalSeconds)),
+            logger: logger
+        )
+        tickets = ViewerTicketSigner(secret: secrets.keyMaterial)
+    }
+
+    func router() -> Router<AppRequestContext> {
+        let router = Router(context: AppRequestContext.self)
+        router.add(middleware: DatabaseErrorMiddleware())
+        router.add(middleware: FileMiddleware(configuration.publicDirectory.path, urlBasePath: "/public", logger: logger))
+        let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
+
+        HealthController(pool: pool).addRoutes(to: router)
+        DescriptorController(descriptor: AppDescriptor(appKey: configuration.appKey, baseURL: configuration.baseURL.absoluteString))
+            .addRoutes(to: router)
+        LifecycleController(
+            appKey: configuration.appKey,
+            appBaseURL: configuration.baseURL.absoluteString,
+            verifier: verifier,
+            installKeys: InstallKeyProvider(baseURL: configuration.installKeysURL, logger: logger),
+            tenants: tenants
+        ).addRoutes(to: router)
+        PresenceController(
+            authentication: ConnectJWTMiddleware(verifier: verifier, tenants: tenants, policy: .exactRequest),
+            presence: presence,
+            enricher: enricher,
+            tickets: tickets,
+            page: PanelPage(allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds),
+            pollIntervalSeconds: configuration.pollIntervalSeconds
+        ).addRoutes(to: router)
+        return router
+    }
 }

@@ -125,3 +125,17 @@ struct TypeRoundTripTests {
         }
     }
 }
+
+@Suite("Array parameters")
+struct ArrayParameterTests {
+    @Test func textArraysMatchWithAny() async throws {
+        try await TestDatabase.withScratchPool { pool in
+            let awkward = ["plain", "with \"quotes\"", "back\\slash", "comma,brace}{", "", "ünï"]
+            let rows = try await pool.query("SELECT unnest(\(PostgresTextArray(awkward))) AS v")
+            #expect(try rows.map { try $0.decode(String.self, "v") } == awkward)
+            let matched = try await pool.query("SELECT 'ünï' = ANY(\(PostgresTextArray(awkward))) AS hit, 'nope' = ANY(\(PostgresTextArray(awkward))) AS miss")
+            #expect(try matched[0].decode(Bool.self, "hit"))
+            #expect(try !matched[0].decode(Bool.self, "miss"))
+        }
+    }
+}

@@ -87,7 +87,7 @@ struct PresenceTests {
     }
 
     @Test func twoUsersSeeEachOther() async throws {
-        try await withPresence { _, client in
+        try await withPresence { testApp, client in
             let alice = try await openPanel(client, "account-alice")
             #expect(alice.status == .ok)
             #expect(alice.listedAccounts == ["account-alice"], "Alice is listed at once, no empty first render")
@@ -101,7 +101,12 @@ struct PresenceTests {
             #expect(beat?.viewers.map(\.accountId) == ["account-alice", "account-bob"])
             #expect(beat?.viewers.map(\.you) == [true, false])
             #expect(beat?.pollSeconds == 10)
-            #expect(beat?.ticket != alice.ticket, "each heartbeat answers a fresh ticket")
+            // Each heartbeat answers a renewed ticket for the same tab (same second: same expiry).
+            let signer = ViewerTicketSigner(secret: testApp.secrets.keyMaterial)
+            let renewed = try signer.verify(try #require(beat?.ticket))
+            let original = try signer.verify(try #require(alice.ticket))
+            #expect(renewed.viewer == original.viewer)
+            #expect(renewed.expires >= original.expires)
             // Someone on another issue is not listed.
             let carol = try await openPanel(client, "account-carol", issueID: "10002", issueKey: "DEMO-2")
             #expect(carol.listedAccounts == ["account-carol"])

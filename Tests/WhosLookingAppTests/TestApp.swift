@@ -13,6 +13,7 @@ struct TestApp {
     let configuration: AppConfiguration
     let pool: PostgresPool
     let secrets: SecretBox
+    let parts: AppParts
 
     var tenants: TenantRepository { TenantRepository(pool: pool, secrets: secrets) }
 
@@ -35,8 +36,10 @@ struct TestApp {
         return try await TestDatabase.withScratchPool { pool in
             try await Migrator(directory: configuration.migrationsDirectory).migrate(pool: pool, logger: TestDatabase.logger)
             let secrets = try configuration.resolveSecretBox()
-            let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, logger: TestDatabase.logger)
-            return try await body(TestApp(configuration: configuration, pool: pool, secrets: secrets), app)
+            let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, logger: TestDatabase.logger)
+            // The routes only: background services are started by the tests that want them.
+            let app = Application(router: parts.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: TestDatabase.logger)
+            return try await body(TestApp(configuration: configuration, pool: pool, secrets: secrets, parts: parts), app)
         }
     }
 }

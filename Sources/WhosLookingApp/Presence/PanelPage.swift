@@ -62,8 +62,13 @@ struct ViewerItem: Encodable {
 
     init(viewer: Viewer, isCurrentUser: Bool) {
         accountId = viewer.accountID
-        displayName = nil
-        avatarUrl = nil
+        if case .found(let name, let avatar) = viewer.details {
+            displayName = name
+            avatarUrl = avatar
+        } else {
+            displayName = nil
+            avatarUrl = nil
+        }
         you = isCurrentUser
     }
 

@@ -3,11 +3,13 @@ import Foundation
 import Hummingbird
 import Libpq
 import Presence
+import UserDirectory
 
 /// The issue panel (iframe entry point) and the heartbeat API its script calls.
 struct PresenceController {
     let authentication: ConnectJWTMiddleware
     let presence: PresenceRepository
+    let enricher: UserEnricher
     let tickets: ViewerTicketSigner
     let page: PanelPage
     let pollIntervalSeconds: Int
@@ -23,17 +25,15 @@ struct PresenceController {
     /// Verifies Jira's JWT, records the user at once and answers the current viewers.
     @Sendable func panel(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard let identity = context.identity else { throw HTTPError(.unauthorized) }
-        guard let accountID = identity.accountID else { return html(page.loginPrompt()) }
+        guard let accountID = identity.accountID, accountID != unknownAccountID else { return html(page.loginPrompt()) }
         let issueID = try Self.parameter(request.uri.queryParameters.get("issueId"), name: "issueId")
         let issueKey = try Self.parameter(request.uri.queryParameters.get("issueKey"), name: "issueKey")
         let (ticket, signed) = tickets.issue(
             tenant: identity.tenant.clientKey, issueID: issueID, issueKey: issueKey,
             accountID: accountID, tabID: UUID().uuidString.lowercased()
         )
-        guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: issueKey) else {
-            throw HTTPError(.unauthorized, message: "site not installed")
-        }
-        return html(page.viewers(viewers.orderedFor(currentUser: accountID), currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: signed))
+        let viewers = try await record(ticket)
+        return html(page.viewers(viewers, currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: signed))
     }
 
     struct HeartbeatResponse: ResponseEncodable {
@@ -44,11 +44,9 @@ struct PresenceController {
 
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
-        guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: ticket.issueKey) else {
-            throw HTTPError(.unauthorized, message: "site not installed")
-        }
+        let viewers = try await record(ticket)
         return HeartbeatResponse(
-            viewers: viewers.orderedFor(currentUser: ticket.accountID).map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) },
+            viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) },
             ticket: tickets.refresh(ticket),
             pollSeconds: pollIntervalSeconds
         )
@@ -64,6 +62,17 @@ struct PresenceController {
         let ticket = try verifiedTicket(text, request: request, context: context)
         try await presence.leave(ticket.viewer)
         return Response(status: .noContent)
+    }
+
+    /// Records the tab and answers the people to list, current user first. Viewers whose
+    /// details are unknown or expired are fetched in the background: the answer never waits for Jira.
+    private func record(_ ticket: ViewerTicket) async throws -> [Viewer] {
+        guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: ticket.issueKey) else {
+            throw HTTPError(.unauthorized, message: "site not installed")
+        }
+        let unknown = viewers.filter(\.needsDetails).map(\.accountID)
+        if !unknown.isEmpty { enricher.request(tenant: ticket.tenant, accountIDs: unknown) }
+        return viewers.filter(\.isPerson).orderedFor(currentUser: ticket.accountID)
     }
 
     private func verifiedTicket(_ text: String?, request: Request, context: AppRequestContext) throws -> ViewerTicket {
@@ -104,6 +113,12 @@ struct PresenceController {
 }
 
 extension ViewerEraser: TenantDataEraser {
+    public func eraseTenant(clientKey: String, on connection: PooledConnection) async throws {
+        try await erase(clientKey: clientKey, on: connection)
+    }
+}
+
+extension UserDetailsEraser: TenantDataEraser {
     public func eraseTenant(clientKey: String, on connection: PooledConnection) async throws {
         try await erase(clientKey: clientKey, on: connection)
     }

@@ -1,0 +1,39 @@
+import Foundation
+
+/// A user as Jira's REST API returns one (`/rest/api/3/user`, and the `values` of `/user/bulk`).
+public struct JiraUser: Decodable, Sendable, Equatable {
+    public var accountId: String
+    public var accountType: String?
+    public var displayName: String?
+    public var active: Bool?
+    public var avatarUrls: [String: String]?
+
+    public init(accountId: String, accountType: String?, displayName: String?, active: Bool?, avatarUrls: [String: String]?) {
+        self.accountId = accountId
+        self.accountType = accountType
+        self.displayName = displayName
+        self.active = active
+        self.avatarUrls = avatarUrls
+    }
+
+    /// People are `atlassian` (or `customer`) accounts; apps and `unknown` are never shown as people.
+    public var isPerson: Bool {
+        accountId != "unknown" && (accountType == nil || accountType == "atlassian" || accountType == "customer")
+    }
+
+    /// The avatar for a 24 px circle on retina screens; nil (a hidden profile) shows our default.
+    public var avatarURL: String? {
+        for size in ["48x48", "32x32", "24x24", "16x16"] {
+            if let url = avatarUrls?[size], url.hasPrefix("https://") || url.hasPrefix("http://") { return url }
+        }
+        return nil
+    }
+
+    /// The body of `/rest/api/3/user/bulk`.
+    struct Page: Decodable {
+        var values: [JiraUser]
+    }
+}
+
+/// The account id Jira uses for a user it will not identify: never stored or shown as a person.
+public let unknownAccountID = "unknown"

@@ -1,0 +1,187 @@
+import Connect
+import Foundation
+import Libpq
+import Logging
+import NIOCore
+import NIOFoundationCompat
+import ServiceLifecycle
+
+/// Reports the accounts whose details we store to Atlassian's personal data reporting API,
+/// as apps that store personal data must: at most 90 accounts a request, each account once per
+/// cycle (7 days, or what the API's `Cycle-Period` header says), `updatedAt` = when we fetched
+/// its data. `closed` erases the account everywhere; `updated` refetches it.
+///
+/// Progress lives in `user_details.reported_at`, so a restart resumes without reporting an
+/// account twice in a cycle. Runs wake at jittered intervals, never at round times.
+public struct PersonalDataReporter: Service {
+    public struct Settings: Sendable {
+        public var reportURL: URL
+        public var interval: Duration
+        public var defaultCycle: TimeInterval = 7 * 24 * 3600
+        public var batchSize = 90
+        public var maxRetryAfter: TimeInterval = 3600
+
+        public init(reportURL: URL, interval: Duration) {
+            self.reportURL = reportURL
+            self.interval = interval
+        }
+    }
+
+    public struct Summary: Sendable, Equatable {
+        public var reported = 0
+        public var closed = 0
+        public var updated = 0
+        public var requests = 0
+    }
+
+    struct Answer: Decodable {
+        struct Account: Decodable {
+            var accountId: String
+            var status: String
+        }
+        var accounts: [Account]
+    }
+
+    let pool: PostgresPool
+    let client: JiraClient
+    let repository: UserDetailsRepository
+    let enricher: UserEnricher
+    let credentials: UserEnricher.Credentials
+    let settings: Settings
+    let logger: Logger
+
+    public init(
+        pool: PostgresPool, client: JiraClient, repository: UserDetailsRepository, enricher: UserEnricher,
+        credentials: @escaping UserEnricher.Credentials, settings: Settings, logger: Logger
+    ) {
+        self.pool = pool
+        self.client = client
+        self.repository = repository
+        self.enricher = enricher
+        self.credentials = credentials
+        self.settings = settings
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await Task.sleep(for: settings.interval * Double.random(in: 0.5...1.5))
+                } catch {
+                    return
+                }
+                do {
+                    let summary = try await runOnce()
+                    if summary.requests > 0 {
+                        logger.info("reported personal data", metadata: ["accounts": "\(summary.reported)", "closed": "\(summary.closed)", "updated": "\(summary.updated)"])
+                    }
+                } catch {
+                    logger.warning("personal data report failed; retrying next run", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// Reports every account that is due, tenant by tenant.
+    public func runOnce() async throws -> Summary {
+        var summary = Summary()
+        let cycle = try await currentCycle()
+        while true {
+            let due = try await dueBatch(cycle: cycle)
+            guard let tenant = due.first?.tenant else { return summary }
+            let accounts = due.map { (accountID: $0.accountID, fetchedAt: $0.fetchedAt) }
+            guard let site = try await credentials(tenant) else {
+                // Uninstalled meanwhile: its details are being erased; do not report them.
+                try await markReported(tenant: tenant, accountIDs: accounts.map(\.accountID))
+                continue
+            }
+            try await report(tenant: tenant, sharedSecret: site.sharedSecret, accounts: accounts, summary: &summary)
+        }
+    }
+
+    private func report(tenant: String, sharedSecret: String, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary) async throws {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let payload = ["accounts": accounts.map { ["accountId": $0.accountID, "updatedAt": formatter.string(from: $0.fetchedAt)] }]
+        let body = ByteBuffer(data: try JSONSerialization.data(withJSONObject: payload))
+        while true {
+            summary.requests += 1
+            let response = try await client.postJSON(url: settings.reportURL, sharedSecret: sharedSecret, body: body)
+            if let period = response.headers.first(name: "Cycle-Period").flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), period > 0 {
+                try await storeCycle(period)
+            }
+            switch response.status {
+            case 204:
+                break
+            case 200:
+                let answer = try JSONDecoder().decode(Answer.self, from: Data(buffer: response.body))
+                let requested = Set(accounts.map(\.accountID))
+                var toRefetch: [String] = []
+                for account in answer.accounts where requested.contains(account.accountId) {
+                    switch account.status {
+                    case "closed":
+                        try await repository.eraseAccount(tenant: tenant, accountID: account.accountId)
+                        summary.closed += 1
+                    case "updated":
+                        toRefetch.append(account.accountId)
+                    default:
+                        logger.notice("unknown personal data status", metadata: ["status": "\(account.status)"])
+                    }
+                }
+                if !toRefetch.isEmpty {
+                    try await repository.markStale(tenant: tenant, accountIDs: toRefetch)
+                    enricher.request(tenant: tenant, accountIDs: toRefetch)
+                    summary.updated += toRefetch.count
+                }
+            case 429:
+                let seconds = response.headers.first(name: "Retry-After").flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } ?? 60
+                try await Task.sleep(for: .milliseconds(Int64(min(max(seconds, 0), settings.maxRetryAfter) * 1000)))
+                continue
+            default:
+                throw JiraClient.Failure(description: "report-accounts answered \(response.status)")
+            }
+            try await markReported(tenant: tenant, accountIDs: accounts.map(\.accountID))
+            summary.reported += accounts.count
+            return
+        }
+    }
+
+    /// Up to one request's worth of due accounts, all of one tenant.
+    func dueBatch(cycle: TimeInterval) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
+        let rows = try await pool.query("""
+            WITH first_tenant AS (
+                SELECT client_key FROM user_details
+                WHERE status = 'found' AND (reported_at IS NULL OR reported_at <= now() - make_interval(secs => \(cycle)))
+                ORDER BY client_key LIMIT 1
+            )
+            SELECT u.client_key, u.account_id, u.fetched_at FROM user_details u JOIN first_tenant f USING (client_key)
+            WHERE u.status = 'found' AND (u.reported_at IS NULL OR u.reported_at <= now() - make_interval(secs => \(cycle)))
+            ORDER BY u.account_id LIMIT \(settings.batchSize)
+            """)
+        return try rows.map {
+            (try $0.decode(String.self, "client_key"), try $0.decode(String.self, "account_id"), try $0.decode(Date.self, "fetched_at"))
+        }
+    }
+
+    private func markReported(tenant: String, accountIDs: [String]) async throws {
+        try await pool.query("""
+            UPDATE user_details SET reported_at = now()
+            WHERE client_key = \(tenant) AND account_id = ANY(\(PostgresTextArray(accountIDs)))
+            """)
+    }
+
+    static let cycleSetting = "personal_data_cycle_seconds"
+
+    func currentCycle() async throws -> TimeInterval {
+        let rows = try await pool.query("SELECT value FROM app_settings WHERE name = \(Self.cycleSetting)")
+        return try rows.first.flatMap { Double(try $0.decode(String.self, "value")) } ?? settings.defaultCycle
+    }
+
+    private func storeCycle(_ seconds: Double) async throws {
+        try await pool.query("""
+            INSERT INTO app_settings (name, value) VALUES (\(Self.cycleSetting), \(String(Int(seconds))))
+            ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+            """)
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Libpq
+
+/// Cached user details (`Migrations/0003_user_details.sql`) and the personal-data bookkeeping.
+public struct UserDetailsRepository: Sendable {
+    let pool: PostgresPool
+    /// How long found details are fresh; each row gets up to 10% more so rows do not expire together.
+    public let ttl: TimeInterval
+    /// How long an account Jira did not return is not asked for again.
+    public let missingTTL: TimeInterval
+
+    public init(pool: PostgresPool, ttl: TimeInterval, missingTTL: TimeInterval) {
+        self.pool = pool
+        self.ttl = ttl
+        self.missingTTL = missingTTL
+    }
+
+    /// Of `accountIDs`, those whose row has not expired: no need to ask Jira.
+    public func freshAccounts(tenant: String, accountIDs: [String]) async throws -> Set<String> {
+        let rows = try await pool.query("""
+            SELECT account_id FROM user_details
+            WHERE client_key = \(tenant) AND account_id = ANY(\(PostgresTextArray(accountIDs))) AND expires_at > now()
+            """)
+        return Set(try rows.map { try $0.decode(String.self, "account_id") })
+    }
+
+    /// Stores what Jira returned: people with their details, other accounts as `not_person` without any.
+    public func store(tenant: String, users: [JiraUser], fetchedAt: Date = Date()) async throws {
+        guard !users.isEmpty else { return }
+        try await pool.transaction { connection in
+            for user in users where user.accountId != unknownAccountID {
+                let expires = fetchedAt.addingTimeInterval(ttl * Double.random(in: 1.0...1.1))
+                if user.isPerson {
+                    try await connection.query("""
+                        INSERT INTO user_details (client_key, account_id, status, display_name, avatar_url, account_type, active, fetched_at, expires_at)
+                        VALUES (\(tenant), \(user.accountId), 'found', \(user.displayName), \(user.avatarURL), \(user.accountType), \(user.active), \(fetchedAt), \(expires))
+                        ON CONFLICT (client_key, account_id) DO UPDATE SET
+                            status = 'found', display_name = EXCLUDED.display_name, avatar_url = EXCLUDED.avatar_url,
+                            account_type = EXCLUDED.account_type, active = EXCLUDED.active,
+                            fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at
+                        """)
+                } else {
+                    try await connection.query("""
+                        INSERT INTO user_details (client_key, account_id, status, account_type, fetched_at, expires_at)
+                        VALUES (\(tenant), \(user.accountId), 'not_person', \(user.accountType), \(fetchedAt), \(expires))
+                        ON CONFLICT (client_key, account_id) DO UPDATE SET
+                            status = 'not_person', display_name = NULL, avatar_url = NULL, active = NULL,
+                            account_type = EXCLUDED.account_type, fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at
+                        """)
+                }
+            }
+        }
+    }
+
+    /// Remembers accounts Jira did not return, so they are not asked for at every heartbeat.
+    /// Details already known stay (a hiccup must not blank a name) but wait as long before a retry.
+    public func storeMissing(tenant: String, accountIDs: [String], at now: Date = Date()) async throws {
+        guard !accountIDs.isEmpty else { return }
+        try await pool.transaction { connection in
+            for accountID in accountIDs where accountID != unknownAccountID {
+                let expires = now.addingTimeInterval(missingTTL * Double.random(in: 1.0...1.1))
+                try await connection.query("""
+                    INSERT INTO user_details (client_key, account_id, status, fetched_at, expires_at)
+                    VALUES (\(tenant), \(accountID), 'missing', \(now), \(expires))
+                    ON CONFLICT (client_key, account_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                    """)
+            }
+        }
+    }
+
+    public func details(tenant: String, accountID: String) async throws -> (status: String, displayName: String?, avatarURL: String?)? {
+        let rows = try await pool.query("""
+            SELECT status, display_name, avatar_url FROM user_details WHERE client_key = \(tenant) AND account_id = \(accountID)
+            """)
+        guard let row = rows.first else { return nil }
+        return (try row.decode(String.self, "status"), try row.decode(String?.self, "display_name"), try row.decode(String?.self, "avatar_url"))
+    }
+
+    /// An account was closed: erase everything we hold about it in this tenant.
+    public func eraseAccount(tenant: String, accountID: String) async throws {
+        try await pool.transaction { connection in
+            try await connection.query("DELETE FROM user_details WHERE client_key = \(tenant) AND account_id = \(accountID)")
+            try await connection.query("DELETE FROM viewers WHERE client_key = \(tenant) AND account_id = \(accountID)")
+        }
+    }
+
+    /// Jira says the data changed: expire it so it is fetched again.
+    public func markStale(tenant: String, accountIDs: [String]) async throws {
+        try await pool.query("""
+            UPDATE user_details SET expires_at = now()
+            WHERE client_key = \(tenant) AND account_id = ANY(\(PostgresTextArray(accountIDs)))
+            """)
+    }
+}
+
+/// Uninstall erases the tenant's cached user details.
+public struct UserDetailsEraser: Sendable {
+    public init() {}
+
+    public func erase(clientKey: String, on connection: PooledConnection) async throws {
+        try await connection.query("DELETE FROM user_details WHERE client_key = \(clientKey)")
+    }
+}

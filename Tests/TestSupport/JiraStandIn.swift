@@ -1,0 +1,163 @@
+import Connect
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOFoundationCompat
+import JWTKit
+
+/// A local Jira Cloud site (several, one per path prefix `/{site}`) and Atlassian's personal data
+/// reporting API, over real HTTP. Every request's JWT is checked with jwt-kit (not the app's
+/// HS256 code) and its qsh recomputed from what arrived; a request that fails is answered 401
+/// and recorded in `unverified`, which tests expect to be empty.
+public actor JiraStandIn {
+    public enum Behaviour: Sendable {
+        case normal
+        /// 429 with this Retry-After until `until`.
+        case rateLimited(retryAfter: Int, until: Date)
+        case serverError
+        case hang(seconds: Double)
+        /// The bulk endpoint answers 404, as on a site without it; single lookups work.
+        case noBulk
+        /// Answers normally, after a delay.
+        case slow(seconds: Double)
+    }
+
+    public struct Call: Sendable {
+        public var site: String
+        public var path: String
+        public var accountIDs: [String]
+        public var at: Date
+        public var status: Int
+    }
+
+    public static let appKey = "whos-looking"
+
+    public private(set) var calls: [Call] = []
+    public private(set) var unverified: [String] = []
+    public private(set) var reports: [[String: String]] = []
+    private var secrets: [String: String] = [:]  // site -> shared secret
+    private var behaviours: [String: Behaviour] = [:]
+    private var users: [String: [String: Any & Sendable]] = [:]
+    private var reportAnswer: @Sendable ([String]) -> (status: Int, headers: [String: String], body: String) = { _ in (204, [:], "") }
+
+    public init() {}
+
+    public func addSite(_ site: String, sharedSecret: String) { secrets[site] = sharedSecret }
+    public func setBehaviour(_ behaviour: Behaviour, for site: String) { behaviours[site] = behaviour }
+    public func setReportAnswer(_ answer: @escaping @Sendable ([String]) -> (status: Int, headers: [String: String], body: String)) { reportAnswer = answer }
+
+    /// A user every site knows.
+    public func addUser(accountId: String, displayName: String, accountType: String = "atlassian", avatar: String? = nil) {
+        var user: [String: Any & Sendable] = ["accountId": accountId, "displayName": displayName, "accountType": accountType, "active": true]
+        if let avatar { user["avatarUrls"] = ["48x48": avatar, "24x24": avatar] }
+        users[accountId] = user
+    }
+
+    public func renameUser(_ accountId: String, to name: String) { users[accountId]?["displayName"] = name }
+
+    public func userCalls(site: String? = nil) -> [Call] {
+        calls.filter { $0.path.contains("/rest/api/3/user") && (site == nil || $0.site == site) }
+    }
+
+    /// Runs the stand-in on a loopback port while `body` runs; `body` gets its base URL.
+    public func serve<Result: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> Result) async throws -> Result {
+        let router = Router()
+        router.get(":site/rest/api/3/user/bulk") { request, context in
+            await self.userRequest(request, site: context.parameters.get("site") ?? "", bulk: true)
+        }
+        router.get(":site/rest/api/3/user") { request, context in
+            await self.userRequest(request, site: context.parameters.get("site") ?? "", bulk: false)
+        }
+        router.post("app/report-accounts") { request, _ in
+            let body = try await request.body.collect(upTo: 1_000_000)
+            return await self.reportRequest(request, body: Data(buffer: body))
+        }
+        return try await LiveServer.run(router: router) { port in try await body("http://127.0.0.1:\(port)") }
+    }
+
+    /// Checks the request's JWT against `secret`, with the qsh relative to `basePath`.
+    private func verify(_ request: Request, secret: String, basePath: String) async -> Bool {
+        guard let header = request.headers[.authorization], header.hasPrefix("JWT ") else {
+            unverified.append("\(request.uri): no JWT")
+            return false
+        }
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        guard let claims = try? await keys.verify(String(header.dropFirst(4)), as: ConnectClaims.self) else {
+            unverified.append("\(request.uri): bad signature")
+            return false
+        }
+        let expected = CanonicalRequest(method: request.method.rawValue, target: request.uri.description, basePath: basePath).qsh
+        guard claims.iss == Self.appKey, claims.qsh == expected, let exp = claims.exp, exp > Date().timeIntervalSince1970 else {
+            unverified.append("\(request.uri): claims iss=\(claims.iss) qsh ok=\(claims.qsh == expected)")
+            return false
+        }
+        return true
+    }
+
+    private func userRequest(_ request: Request, site: String, bulk: Bool) async -> Response {
+        let accountIDs = request.uri.queryParameters.getAll("accountId").map { String($0) }
+        let path = bulk ? "/rest/api/3/user/bulk" : "/rest/api/3/user"
+        func answer(_ status: Int, _ json: String = "", headers: HTTPFields = [:]) -> Response {
+            calls.append(Call(site: site, path: path, accountIDs: accountIDs, at: Date(), status: status))
+            var fields = headers
+            fields[.contentType] = "application/json"
+            return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: ByteBuffer(string: json)))
+        }
+        guard let secret = secrets[site], await verify(request, secret: secret, basePath: "/\(site)") else { return answer(401) }
+        switch behaviours[site] ?? .normal {
+        case .rateLimited(let retryAfter, let until) where Date() < until:
+            return answer(429, headers: [HTTPField.Name("Retry-After")!: String(retryAfter)])
+        case .serverError:
+            return answer(500, #"{"errorMessages":["boom"]}"#)
+        case .hang(let seconds):
+            try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            return answer(503)
+        case .noBulk where bulk:
+            return answer(404)
+        case .slow(let seconds):
+            try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+        default:
+            break
+        }
+        if bulk {
+            guard request.uri.queryParameters.get("maxResults") != nil else { return answer(400, #"{"errorMessages":["maxResults missing"]}"#) }
+            let found = accountIDs.compactMap { users[$0] }
+            let page: [String: Any] = ["maxResults": 50, "startAt": 0, "total": found.count, "isLast": true, "values": found]
+            return answer(200, String(decoding: try! JSONSerialization.data(withJSONObject: page), as: UTF8.self))
+        }
+        guard let id = accountIDs.first, let user = users[id] else { return answer(404, #"{"errorMessages":["not found"]}"#) }
+        return answer(200, String(decoding: try! JSONSerialization.data(withJSONObject: user), as: UTF8.self))
+    }
+
+    private func reportRequest(_ request: Request, body: Data) async -> Response {
+        // Any installation's secret may sign a report.
+        var verified = false
+        for secret in secrets.values where !verified {
+            let before = unverified.count
+            verified = await verify(request, secret: secret, basePath: "")
+            if !verified { unverified.removeSubrange(before...) }
+        }
+        guard verified else {
+            unverified.append("report: no installation's secret verifies it")
+            return Response(status: .unauthorized)
+        }
+        let accounts = ((try? JSONSerialization.jsonObject(with: body)) as? [String: [[String: String]]])?["accounts"] ?? []
+        reports.append(contentsOf: accounts)
+        calls.append(Call(site: "", path: "/app/report-accounts/", accountIDs: accounts.compactMap { $0["accountId"] }, at: Date(), status: 0))
+        let answer = reportAnswer(accounts.compactMap { $0["accountId"] })
+        var headers: HTTPFields = [.contentType: "application/json"]
+        for (name, value) in answer.headers { headers[HTTPField.Name(name)!] = value }
+        return Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer.body)))
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; answers whether it held (an error counts as not yet).
+public func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return (try? await condition()) == true
+}
