@@ -12,8 +12,8 @@ import JWTKit
 public actor JiraStandIn {
     public enum Behaviour: Sendable {
         case normal
-        /// 429 with this Retry-After until `until`.
-        case rateLimited(retryAfter: Int, until: Date)
+        /// 429 with this Retry-After for the next `times` calls, then normal.
+        case rateLimited(retryAfter: Int, times: Int)
         case serverError
         case hang(seconds: Double)
         /// The bulk endpoint answers 404, as on a site without it; single lookups work.
@@ -106,7 +106,8 @@ public actor JiraStandIn {
         }
         guard let secret = secrets[site], await verify(request, secret: secret, basePath: "/\(site)") else { return answer(401) }
         switch behaviours[site] ?? .normal {
-        case .rateLimited(let retryAfter, let until) where Date() < until:
+        case .rateLimited(let retryAfter, let times) where times > 0:
+            behaviours[site] = .rateLimited(retryAfter: retryAfter, times: times - 1)
             return answer(429, headers: [HTTPField.Name("Retry-After")!: String(retryAfter)])
         case .serverError:
             return answer(500, #"{"errorMessages":["boom"]}"#)

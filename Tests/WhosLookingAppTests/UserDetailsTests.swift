@@ -135,7 +135,7 @@ struct UserDetailsTests {
         try await withHarness { h in
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
             await h.jira.addUser(accountId: "bob", displayName: "Bob")
-            await h.jira.setBehaviour(.rateLimited(retryAfter: 2, until: Date() + 0.5), for: "siteA")
+            await h.jira.setBehaviour(.rateLimited(retryAfter: 2, times: 1), for: "siteA")
             let alice = try #require(try await h.panel("alice").ticket)
             #expect(await eventually { await h.jira.userCalls(site: "siteA").count == 1 })
             let limitedAt = try #require(await h.jira.userCalls(site: "siteA").first)
