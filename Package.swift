@@ -80,6 +80,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // A local stand-in for a Jira Cloud site: signed install, issue pages, all.js, REST users.
+        .target(
+            name: "DevHost",
+            dependencies: [
+                "Connect",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // The HTTP application: configuration, routes, services.
         .target(
             name: "WhosLookingApp",
@@ -99,6 +113,7 @@ let package = Package(
             dependencies: [
                 "WhosLookingApp",
                 "Connect",
+                "DevHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,0 +1,39 @@
+/// The people and issues of the local Jira stand-in.
+struct Cast {
+    struct Person {
+        var accountId: String
+        var displayName: String
+        var accountType = "atlassian"
+        /// nil: a hidden profile (Jira gives no avatar).
+        var color: String?
+    }
+
+    struct Issue {
+        var id: String
+        var key: String
+        var summary: String
+        var projectId: String
+        var projectKey: String
+    }
+
+    static let people: [Person] = [
+        Person(accountId: "alice", displayName: "Alice Andersson", color: "#0052cc"),
+        Person(accountId: "bob", displayName: "Bob Brown", color: "#00875a"),
+        Person(accountId: "carol", displayName: "Carol Chen", color: "#6554c0"),
+        // Privacy settings hide this profile: Jira shows a chosen name and no avatar.
+        Person(accountId: "hidden", displayName: "A private person", color: nil),
+        // Someone whose name is markup: it must show as text.
+        Person(accountId: "mallory", displayName: #"<img src=x onerror=alert(1)>"#, color: "#de350b"),
+        // An app account: never shown as a person.
+        Person(accountId: "automation", displayName: "Automation for Jira", accountType: "app", color: "#ff991f"),
+    ]
+
+    static let issues: [Issue] = [
+        Issue(id: "10001", key: "DEMO-1", summary: "Checkout fails on Safari", projectId: "10000", projectKey: "DEMO"),
+        Issue(id: "10002", key: "DEMO-2", summary: "Add dark mode", projectId: "10000", projectKey: "DEMO"),
+        Issue(id: "20007", key: "OPS-7", summary: "Rotate database credentials", projectId: "20000", projectKey: "OPS"),
+    ]
+
+    static func person(_ accountId: String) -> Person? { people.first { $0.accountId == accountId } }
+    static func issue(key: String) -> Issue? { issues.first { $0.key == key } }
+}

@@ -1,0 +1,116 @@
+import Connect
+import Foundation
+import Hummingbird
+import JWTKit
+
+extension DevHost {
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/") { _, _ in
+            Self.html(DevHostPages.index(installed: await self.state.installation != nil, appURL: self.configuration.appURL))
+        }
+        router.get("browse/:key") { request, context in try await self.issuePage(request, context: context) }
+        router.get("people/:accountId") { _, context in
+            Self.html(DevHostPages.profile(Cast.person(context.parameters.get("accountId") ?? "")))
+        }
+        router.get("avatars/:file") { _, context -> Response in
+            let accountId = (context.parameters.get("file") ?? "").replacingOccurrences(of: ".svg", with: "")
+            guard let person = Cast.person(accountId), person.color != nil else { return Response(status: .notFound) }
+            return Response(status: .ok, headers: [.contentType: "image/svg+xml"], body: .init(byteBuffer: ByteBuffer(string: DevHostPages.avatar(person))))
+        }
+        router.get("all.js") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/javascript"], body: .init(byteBuffer: ByteBuffer(string: DevHostPages.allJS)))
+        }
+        router.get("install-keys/:kid") { _, context -> Response in
+            guard context.parameters.get("kid") == self.kid else { return Response(status: .notFound) }
+            return Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: self.privateKey.publicKey.pemRepresentation)))
+        }
+        router.post("reinstall") { _, _ -> Response in
+            try await self.install()
+            return Response(status: .seeOther, headers: [.location: "/"])
+        }
+        router.get("rest/api/3/user/bulk") { request, _ in try await self.users(request, bulk: true) }
+        router.get("rest/api/3/user") { request, _ in try await self.users(request, bulk: false) }
+        router.post("app/report-accounts") { request, _ -> Response in
+            guard await self.verifyAppRequest(request) else { return Response(status: .unauthorized) }
+            let body = try await request.body.collect(upTo: 1 << 20)
+            let accounts = ((try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: [[String: String]]])?["accounts"] ?? []
+            await self.state.reported(accounts.compactMap { $0["accountId"] })
+            return Response(status: .noContent)
+        }
+        return router
+    }
+
+    static func html(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// The issue page: the panel URL from the descriptor, context variables substituted, signed
+    /// like Jira signs an iframe (HS256, qsh of the panel request, `sub` = the viewer, 3 minutes).
+    func issuePage(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let issue = Cast.issue(key: context.parameters.get("key") ?? "") else { throw HTTPError(.notFound, message: "no such issue") }
+        let viewer = request.uri.queryParameters.get("as").flatMap { Cast.person($0) }
+        guard let installation = await state.installation else {
+            return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: nil, contextToken: nil))
+        }
+        var path = installation.panelURL
+        for (variable, value) in [("{issue.id}", issue.id), ("{issue.key}", issue.key), ("{project.id}", issue.projectId), ("{project.key}", issue.projectKey)] {
+            path = path.replacingOccurrences(of: variable, with: CanonicalRequest.rfc3986Encode(value))
+        }
+        let target = installation.appBasePath + path
+        let now = Date().timeIntervalSince1970.rounded(.down)
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
+        let iframeToken = try await keys.sign(ConnectClaims(
+            iss: installation.clientKey, sub: viewer?.accountId, iat: now, exp: now + 180,
+            qsh: CanonicalRequest(method: "GET", target: target, basePath: installation.appBasePath).qsh
+        ))
+        let contextToken = try await keys.sign(ConnectClaims(iss: installation.clientKey, sub: viewer?.accountId, iat: now, exp: now + 180, qsh: ConnectClaims.contextQSH))
+        let separator = path.contains("?") ? "&" : "?"
+        let panelURL = installation.appBase + path + separator + "jwt=" + iframeToken
+        return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: panelURL, contextToken: contextToken))
+    }
+
+    /// Checks an app request's JWT: HS256 with the shared secret, `iss` = app key, qsh, expiry.
+    func verifyAppRequest(_ request: Request) async -> Bool {
+        guard let installation = await state.installation,
+              let header = request.headers[.authorization], header.hasPrefix("JWT ")
+        else { return false }
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
+        guard let claims = try? await keys.verify(String(header.dropFirst(4)), as: ConnectClaims.self) else {
+            logger.warning("app request with a bad signature", metadata: ["path": "\(request.uri.path)"])
+            return false
+        }
+        let expected = CanonicalRequest(method: request.method.rawValue, target: request.uri.description).qsh
+        let fresh = (claims.exp ?? 0) >= Date().timeIntervalSince1970
+        guard claims.iss == installation.appKey, claims.qsh == expected, fresh else {
+            logger.warning("app request refused", metadata: ["path": "\(request.uri.path)", "issuer": "\(claims.iss)", "qshMatches": "\(claims.qsh == expected)", "fresh": "\(fresh)"])
+            return false
+        }
+        return true
+    }
+
+    func users(_ request: Request, bulk: Bool) async throws -> Response {
+        guard await verifyAppRequest(request) else { return Response(status: .unauthorized) }
+        let ids = request.uri.queryParameters.getAll("accountId").map { String($0) }
+        let found = ids.compactMap { Cast.person($0) }.map(userJSON)
+        let object: Any
+        if bulk {
+            object = ["startAt": 0, "maxResults": found.count, "total": found.count, "isLast": true, "values": found] as [String: Any]
+        } else {
+            guard let user = found.first else { return Response(status: .notFound) }
+            object = user
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: try JSONSerialization.data(withJSONObject: object))))
+    }
+
+    func userJSON(_ person: Cast.Person) -> [String: Any] {
+        var user: [String: Any] = ["accountId": person.accountId, "accountType": person.accountType, "displayName": person.displayName, "active": true]
+        if person.color != nil {
+            let url = "\(baseURL)/avatars/\(person.accountId).svg"
+            user["avatarUrls"] = ["16x16": url, "24x24": url, "32x32": url, "48x48": url]
+        }
+        return user
+    }
+}
