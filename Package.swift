@@ -129,6 +129,7 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             path: "Tests/TestSupport"
         ),
@@ -139,6 +140,17 @@ let package = Package(
         .testTarget(
             name: "ConnectTests",
             dependencies: ["Connect", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
+        ),
+        // The whole path in a real browser: devhost, signed install, iframe, heartbeats, expiry, names.
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "TestSupport",
+                "Libpq",
+                // Built so the tests can run the real executable (app and devhost).
+                "whoslooking",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
         ),
         .testTarget(
             name: "WhosLookingAppTests",

@@ -1,0 +1,169 @@
+import Foundation
+import Libpq
+import TestSupport
+import Testing
+
+/// Two people in two real browsers on a local Jira issue page: descriptor, signed install,
+/// iframe JWT, heartbeats, PostgreSQL, expiry and names, all through the real executables.
+@Suite("End to end in headless Chromium", .serialized)
+struct BrowserTests {
+    static let poll = 1
+    static let ttl = 4
+
+    struct Stack {
+        let appURL: String
+        let devhostURL: String
+        let pool: PostgresPool
+        let driver: WebDriver
+
+        func issueURL(_ key: String, as person: String) -> String { "\(devhostURL)/browse/\(key)?as=\(person)" }
+
+        /// What the panel lists, read inside its iframe: names as text, and avatar sources.
+        func listed(_ browser: BrowserSession) async throws -> [[String: String]] {
+            try await browser.enterFrame("#app-panel")
+            defer { Task { try? await browser.enterFrame(nil) } }
+            let value = try await browser.execute("""
+                return Array.from(document.querySelectorAll('.viewers .viewer')).map(function (item) {
+                  return { name: item.querySelector('.name').textContent, avatar: item.querySelector('img').getAttribute('src'),
+                           you: item.classList.contains('you') ? 'yes' : 'no' };
+                });
+                """)
+            return value as? [[String: String]] ?? []
+        }
+
+        func names(_ browser: BrowserSession) async -> [String] {
+            (try? await listed(browser).compactMap { $0["name"] }) ?? []
+        }
+
+        func lastSeen(_ account: String) async throws -> Date? {
+            try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE account_id = \(account)")[0].decode(Date?.self, "seen")
+        }
+
+        func rows(_ account: String) async throws -> Int {
+            try await pool.query("SELECT count(*) AS n FROM viewers WHERE account_id = \(account)")[0].decode(Int.self, "n")
+        }
+    }
+
+    func withStack(_ body: (Stack) async throws -> Void) async throws {
+        try await TestDatabase.withScratchDatabase { conninfo in
+            let appPort = Int.random(in: 20_000..<30_000)
+            let devhostPort = appPort + 10_000
+            let appURL = "http://localhost:\(appPort)"
+            let devhostURL = "http://localhost:\(devhostPort)"
+            let app = try ChildService(arguments: ["serve"], environment: [
+                "DATABASE_URL": conninfo, "PORT": String(appPort), "BASE_URL": appURL,
+                "SECRET_ENCRYPTION_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
+                "CONNECT_INSTALL_KEYS_URL": "\(devhostURL)/install-keys", "ALLJS_URL": "\(devhostURL)/all.js",
+                "PERSONAL_DATA_REPORT_URL": "\(devhostURL)/app/report-accounts/",
+                "POLL_INTERVAL_SECONDS": String(Self.poll), "VIEWER_TTL_SECONDS": String(Self.ttl), "SWEEP_INTERVAL_SECONDS": "1",
+                "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+                "PUBLIC_DIR": SharedMaterial.projectRoot.appendingPathComponent("Public").path,
+            ], name: "app")
+            let devhost = try ChildService(arguments: ["devhost", "--port", String(devhostPort), "--app", appURL], environment: [:], name: "devhost")
+            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
+            let (driver, chromedriver) = try await WebDriver.start()
+            defer {
+                chromedriver.terminate()
+                devhost.stop()
+                app.stop()
+            }
+            #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
+            let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("— installed") }
+            #expect(installed, "devhost never installed the app:\n\(devhost.output)\n\(app.output)")
+            try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
+            await pool.close()
+        }
+    }
+
+    @Test func twoPeopleSeeEachOtherAndLeaving() async throws {
+        try await withStack { stack in
+            let alice = try await stack.driver.newSession()
+            let bob = try await stack.driver.newSession()
+            defer { Task { await alice.quit(); await bob.quit() } }
+
+            try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
+            try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
+            // Names come from the stand-in's user API, a heartbeat or two after the first render.
+            let aliceSeesBoth = await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] }
+            let aliceSees = await stack.names(alice)
+            #expect(aliceSeesBoth, "Alice sees \(aliceSees)")
+            let bobSeesBoth = await eventually { await stack.names(bob) == ["Bob Brown", "Alice Andersson"] }
+            let bobSees = await stack.names(bob)
+            #expect(bobSeesBoth, "Bob sees \(bobSees)")
+            let aliceList = try await stack.listed(alice)
+            #expect(aliceList.first?["you"] == "yes")
+            #expect(aliceList.allSatisfy { $0["avatar"]?.contains("/avatars/") == true }, "avatars from Jira: \(aliceList)")
+
+            // The panel resized its iframe to its content (it starts 40 px high).
+            try await alice.enterFrame(nil)
+            let frameHeight = try await alice.execute("return document.getElementById('app-panel').getBoundingClientRect().height") as? Double ?? 0
+            try await alice.enterFrame("#app-panel")
+            let contentHeight = try await alice.execute("var r = document.querySelector('.ac-content').getBoundingClientRect(); return r.top + r.height;") as? Double ?? 0
+            try await alice.enterFrame(nil)
+            #expect(frameHeight > 40)
+            #expect(abs(frameHeight - contentHeight) <= 8, "iframe \(frameHeight) px for content \(contentHeight) px")
+
+            // What users see, for a person to look at.
+            let output = SharedMaterial.projectRoot.appendingPathComponent("test-output")
+            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+            let png = try await alice.screenshot()
+            #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+            try png.write(to: output.appendingPathComponent("two-viewers.png"))
+
+            // Bob's tab hidden: no heartbeats while hidden; one at once when visible again.
+            let bobTab = try await bob.currentWindow()
+            let otherTab = try await bob.openNewTab()
+            _ = otherTab
+            try await Task.sleep(for: .milliseconds(600))
+            let hiddenSince = try #require(try await stack.lastSeen("bob"))
+            try await Task.sleep(for: .seconds(Double(3 * Self.poll)))
+            #expect(try await stack.lastSeen("bob") == hiddenSince, "heartbeats were sent while the page was hidden")
+            try await bob.switchTo(window: bobTab)
+            #expect(await eventually(timeout: .seconds(3)) { (try await stack.lastSeen("bob") ?? .distantPast) > hiddenSince }, "no heartbeat on becoming visible")
+            #expect(await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] })
+
+            // Bob closes the page: the leave signal removes him at once, before any TTL.
+            try await bob.navigate("about:blank")
+            #expect(await eventually(timeout: .seconds(Double(Self.ttl) - 0.5)) { try await stack.rows("bob") == 0 }, "leave signal not received")
+            #expect(await eventually(timeout: .seconds(Double(Self.ttl))) { await stack.names(alice) == ["Alice Andersson"] })
+
+            // With the leave signal blocked, he goes within the TTL instead.
+            try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
+            #expect(await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] })
+            // As when the browser dies or the network drops: the goodbye never leaves the page.
+            try await bob.enterFrame("#app-panel")
+            try await bob.execute("navigator.sendBeacon = function () { return true; }; window.fetch = function () { return new Promise(function () {}); };")
+            try await bob.enterFrame(nil)
+            try await bob.navigate("about:blank")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await stack.rows("bob") == 1, "the leave request should have been blocked")
+            #expect(await eventually(timeout: .seconds(Double(Self.ttl + 3))) { await stack.names(alice) == ["Alice Andersson"] }, "Bob still listed after the TTL")
+            #expect(await eventually(timeout: .seconds(5)) { try await stack.rows("bob") == 0 }, "the sweeper removed Bob's row")
+        }
+    }
+
+    @Test func aNameMadeOfMarkupShowsAsText() async throws {
+        try await withStack { stack in
+            let mallory = try await stack.driver.newSession()
+            defer { Task { await mallory.quit() } }
+            try await mallory.navigate(stack.issueURL("DEMO-2", as: "mallory"))
+            let markup = #"<img src=x onerror=alert(1)>"#
+            let shown = await eventually { await stack.names(mallory) == [markup] }
+            let listed = await stack.names(mallory)
+            #expect(shown, "listed: \(listed)")
+            try await mallory.enterFrame("#app-panel")
+            let injected = try await mallory.execute("return document.querySelectorAll('img[src=\"x\"]').length") as? Int
+            #expect(injected == 0, "the name became an element")
+
+            // A name links to the profile through AP.navigator.go: the host page navigates.
+            try await mallory.execute("document.querySelector('.viewer a.profile').click()")
+            try await mallory.enterFrame(nil)
+            let navigated = await eventually(timeout: .seconds(5)) {
+                (try await mallory.execute("return location.pathname") as? String) == "/people/mallory"
+            }
+            #expect(navigated)
+            let heading = try await mallory.execute("return document.querySelector('.profile-name').textContent") as? String
+            #expect(heading == markup)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import AsyncHTTPClient
+import Foundation
+
+/// A program of ours run as a separate process (the real `whoslooking` executable), its output
+/// kept in a log file for failure messages.
+public final class ChildService: @unchecked Sendable {
+    public let process = Process()
+    public let log: URL
+
+    /// The executable built beside the test bundle.
+    public static var whoslooking: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("whoslooking")
+    }
+
+    public init(arguments: [String], environment: [String: String], name: String) throws {
+        log = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8)).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.executableURL = Self.whoslooking
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+    }
+
+    public var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then wait for the exit.
+    public func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: log)
+    }
+
+    /// Polls `url` until it answers `status`.
+    public static func waitFor(_ url: String, status: UInt = 200, timeout: Duration = .seconds(60)) async -> Bool {
+        await eventually(timeout: timeout) {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(2))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return response.status.code == status
+        }
+    }
+
+    public static func get(_ url: String) async throws -> String {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+        return String(buffer: try await response.body.collect(upTo: 1 << 20))
+    }
+}
