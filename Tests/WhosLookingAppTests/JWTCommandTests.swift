@@ -6,13 +6,9 @@ import Testing
 /// `whoslooking jwt …`, run as the real executable.
 @Suite("whoslooking jwt")
 struct JWTCommandTests {
-    var executable: URL {
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("whoslooking")
-    }
-
     func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = executable
+        process.executableURL = ChildService.whoslooking
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe
