@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOHTTP1
 
@@ -61,7 +62,14 @@ public struct JiraClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(body)
         }
-        let response = try await httpClient.execute(request, timeout: timeout)
+        let response: HTTPClientResponse
+        do {
+            response = try await httpClient.execute(request, timeout: timeout)
+        } catch {
+            Counter(label: "jira_requests_total", dimensions: [("status", "error")]).increment()
+            throw error
+        }
+        Counter(label: "jira_requests_total", dimensions: [("status", String(response.status.code))]).increment()
         let collected = try await response.body.collect(upTo: maxResponseBytes)
         return Response(status: Int(response.status.code), headers: response.headers, body: collected)
     }

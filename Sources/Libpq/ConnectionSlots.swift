@@ -1,3 +1,5 @@
+import Metrics
+
 /// The pool's bookkeeping: idle connections, how many are open, and who waits for one.
 public actor ConnectionSlots {
     public struct Statistics: Sendable {
@@ -34,6 +36,7 @@ public actor ConnectionSlots {
             return nil
         }
         totalWaits += 1
+        Self.waits.increment()
         let id = nextWaiterID
         nextWaiterID += 1
         let timeout = acquireTimeout
@@ -82,8 +85,12 @@ public actor ConnectionSlots {
         Statistics(open: open, idle: idle.count, waiting: waiters.count, maxConnections: maxConnections, totalWaits: totalWaits)
     }
 
+    static let waits = Counter(label: "db_pool_waits_total")
+    static let timeouts = Counter(label: "db_pool_timeouts_total")
+
     private func expire(waiter id: Int) {
         guard let waiter = waiters.removeValue(forKey: id) else { return }
+        Self.timeouts.increment()
         waiter.resume(throwing: PostgresError(.poolTimeout, message: "no database connection free within \(acquireTimeout)"))
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOPosix
 import ServiceLifecycle
 
@@ -111,6 +112,7 @@ public final class PostgresPool: Service, Sendable {
         } catch {
             _ = await slots.release(nil)
             if let error = error as? PostgresError {
+                Counter(label: "db_errors_total", dimensions: [("kind", error.kind.rawValue)]).increment()
                 logger.warning("database connection failed", metadata: ["error": "\(error)"])
                 throw error
             }
@@ -159,6 +161,7 @@ public final class PooledConnection: @unchecked Sendable {
             return try await threadPool.runIfActive { try body(connection) }
         } catch let error as PostgresError {
             if error.isConnectionFailure { sawConnectionFailure = true }
+            Counter(label: "db_errors_total", dimensions: [("kind", error.kind.rawValue)]).increment()
             throw error
         } catch {
             sawConnectionFailure = true

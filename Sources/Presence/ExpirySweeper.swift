@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import ServiceLifecycle
 
 /// Deletes expired viewers every interval. A database outage is logged and retried on the next
@@ -31,11 +32,14 @@ public struct ExpirySweeper: Service {
         do {
             switch try await repository.sweep() {
             case let count?:
+                Counter(label: "sweeps_total").increment()
+                Counter(label: "viewers_swept_total").increment(by: count)
                 logger.log(level: count > 0 ? .info : .debug, "swept expired viewers", metadata: ["rows": "\(count)"])
             case nil:
                 logger.debug("another instance is sweeping")
             }
         } catch {
+            Counter(label: "sweep_failures_total").increment()
             logger.warning("sweep failed; retrying next tick", metadata: ["error": "\(error)"])
         }
     }

@@ -49,6 +49,10 @@ public struct AppConfiguration: Sendable {
     public var personalDataReportURL: URL
     /// Mean time between personal data report runs (each run jittered ±50%).
     public var personalDataReportIntervalSeconds: Int
+    /// `text` or `json` (one object per line).
+    public var logFormat: String
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    public var metricsToken: String?
 
     public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
 
@@ -86,7 +90,16 @@ public struct AppConfiguration: Sendable {
         jiraTimeoutSeconds = try reader.integer("JIRA_TIMEOUT_SECONDS", default: 10, in: 1...120)
         personalDataReportURL = try reader.baseURL("PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true)
         personalDataReportIntervalSeconds = try reader.integer("PERSONAL_DATA_REPORT_INTERVAL_SECONDS", default: 3600, in: 1...(7 * 86400))
+        logFormat = reader.string("LOG_FORMAT", default: "text").lowercased()
+        guard ["text", "json"].contains(logFormat) else {
+            throw Invalid(variable: "LOG_FORMAT", reason: "must be text or json, got '\(logFormat)'")
+        }
+        metricsToken = reader.optionalString("METRICS_TOKEN")
+        variablesRead = reader.namesRead
     }
+
+    /// Every environment variable this configuration reads.
+    public let variablesRead: Set<String>
 
     /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
     /// generated once into DATA_DIR/secret.key (mode 0600). Other setups must set it.
@@ -116,15 +129,18 @@ public struct AppConfiguration: Sendable {
     }
 }
 
-/// Reads typed values from the environment; empty counts as unset.
-struct EnvironmentReader {
+/// Reads typed values from the environment; empty counts as unset. Remembers every name it
+/// was asked for, so deployment files can be checked against what the app really reads.
+final class EnvironmentReader {
     let environment: [String: String]
+    private(set) var namesRead: Set<String> = []
 
     init(_ environment: [String: String]) {
         self.environment = environment
     }
 
     func optionalString(_ name: String) -> String? {
+        namesRead.insert(name)
         guard let value = environment[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
         return value
     }

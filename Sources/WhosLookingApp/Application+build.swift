@@ -5,6 +5,7 @@ import Hummingbird
 import Libpq
 import Logging
 import Presence
+import Prometheus
 import UserDirectory
 
 /// The HTTP application over an open pool. Start-up (database, migrations) happens in `Server`.
@@ -12,9 +13,10 @@ public func buildApplication(
     configuration: AppConfiguration,
     pool: PostgresPool,
     secrets: SecretBox,
+    metrics: PrometheusCollectorRegistry,
     logger: Logger
 ) -> some ApplicationProtocol {
-    let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, logger: logger)
+    let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, metrics: metrics, logger: logger)
     return Application(
         router: parts.router(),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
@@ -27,6 +29,7 @@ public func buildApplication(
 struct AppParts {
     let configuration: AppConfiguration
     let pool: PostgresPool
+    let metrics: PrometheusCollectorRegistry
     let logger: Logger
     let tenants: TenantRepository
     let presence: PresenceRepository
@@ -36,9 +39,10 @@ struct AppParts {
     let reporter: PersonalDataReporter
     let tickets: ViewerTicketSigner
 
-    init(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, logger: Logger) {
+    init(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, metrics: PrometheusCollectorRegistry, logger: Logger) {
         self.configuration = configuration
         self.pool = pool
+        self.metrics = metrics
         self.logger = logger
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
@@ -63,11 +67,15 @@ struct AppParts {
 
     func router() -> Router<AppRequestContext> {
         let router = Router(context: AppRequestContext.self)
+        router.add(middleware: RequestLogMiddleware())
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: DatabaseErrorMiddleware())
         router.add(middleware: FileMiddleware(configuration.publicDirectory.path, urlBasePath: "/public", logger: logger))
         let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
 
         HealthController(pool: pool).addRoutes(to: router)
+        MetricsController(registry: metrics, pool: pool, viewerTTLSeconds: configuration.viewerTTLSeconds, token: configuration.metricsToken)
+            .addRoutes(to: router)
         DescriptorController(descriptor: AppDescriptor(appKey: configuration.appKey, baseURL: configuration.baseURL.absoluteString))
             .addRoutes(to: router)
         LifecycleController(

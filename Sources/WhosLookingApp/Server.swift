@@ -3,6 +3,8 @@ import Foundation
 import Hummingbird
 import Libpq
 import Logging
+import Metrics
+import Prometheus
 
 /// Start-up and shut-down around the HTTP application: database (embedded or given),
 /// migrations, serving until SIGTERM/SIGINT, then closing the pool and the embedded cluster.
@@ -13,14 +15,25 @@ public enum Server {
         return logger
     }
 
+    /// Process-wide logging (text or JSON lines) and the Prometheus registry behind swift-metrics.
+    static func bootstrapObservability(_ configuration: AppConfiguration) -> PrometheusCollectorRegistry {
+        if configuration.logFormat == "json" {
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }
+
     /// Runs the service until a shutdown signal.
     public static func serve(configuration: AppConfiguration) async throws {
+        let registry = bootstrapObservability(configuration)
         let logger = makeLogger(level: configuration.logLevel)
         let secrets = try configuration.resolveSecretBox()
         try await withDatabase(configuration: configuration, logger: logger) { pool in
             let migrator = try Migrator(directory: configuration.migrationsDirectory)
             try await migrator.migrate(pool: pool, logger: logger)
-            let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, logger: logger)
+            let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, metrics: registry, logger: logger)
             logger.info("serving", metadata: ["baseURL": "\(configuration.baseURL.absoluteString)"])
             try await app.runService()
         }

@@ -18,7 +18,7 @@ struct HealthTests {
 
     @Test func healthzAndReadyzWithADatabase() async throws {
         try await TestDatabase.withScratchPool { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
+            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
             try await app.test(.router) { client in
                 try await client.execute(uri: "/healthz", method: .get) { response in
                     #expect(response.status == .ok)
@@ -36,7 +36,7 @@ struct HealthTests {
             configuration: .init(conninfo: "host=/nonexistent/socket-folder user=nobody dbname=none", maxConnections: 1, connectTimeoutSeconds: 1),
             logger: TestDatabase.logger
         )
-        let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
+        let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
         try await app.test(.router) { client in
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
@@ -55,7 +55,7 @@ struct HealthTests {
     /// libpq blocks only the pool's own threads.
     @Test func slowQueriesDoNotDelayOtherRequests() async throws {
         try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), logger: TestDatabase.logger)
+            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
             try await app.test(.live) { client in
                 let finishedSleeps = Counter()
                 let sleepers = (0..<4).map { _ in

@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import Libpq
+import Metrics
+import Prometheus
 import TestSupport
 @testable import WhosLookingApp
 
@@ -27,6 +29,13 @@ struct TestApp {
         return try AppConfiguration(environment: environment)
     }
 
+    /// swift-metrics allows one backend per process: every test app reports into this registry.
+    static let metrics: PrometheusCollectorRegistry = {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
+    }()
+
     /// A migrated scratch database and the app over it.
     static func with<Result: Sendable>(
         environment overrides: [String: String] = [:],
@@ -36,7 +45,7 @@ struct TestApp {
         return try await TestDatabase.withScratchPool { pool in
             try await Migrator(directory: configuration.migrationsDirectory).migrate(pool: pool, logger: TestDatabase.logger)
             let secrets = try configuration.resolveSecretBox()
-            let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, logger: TestDatabase.logger)
+            let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, metrics: metrics, logger: TestDatabase.logger)
             // The routes only: background services are started by the tests that want them.
             let app = Application(router: parts.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: TestDatabase.logger)
             return try await body(TestApp(configuration: configuration, pool: pool, secrets: secrets, parts: parts), app)

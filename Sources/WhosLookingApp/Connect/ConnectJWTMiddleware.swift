@@ -25,6 +25,7 @@ struct ConnectJWTMiddleware: RouterMiddleware {
                 return found.sharedSecret
             }
             guard let tenant else { throw TokenRejection.unknownIssuer }
+            context.notes.tenant = tenant.clientKey
             context.identity = ConnectIdentity(tenant: tenant, accountID: claims.sub.flatMap { $0.isEmpty ? nil : $0 }, claims: claims)
         } catch let rejection as TokenRejection {
             context.logger.info("JWT refused", metadata: ["reason": "\(rejection.reason)", "path": "\(request.uri.path)"])

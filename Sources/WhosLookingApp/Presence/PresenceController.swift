@@ -2,6 +2,7 @@ import Connect
 import Foundation
 import Hummingbird
 import Libpq
+import Metrics
 import Presence
 import UserDirectory
 
@@ -70,10 +71,17 @@ struct PresenceController {
         guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: ticket.issueKey) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
+        Self.heartbeats.increment()
         let unknown = viewers.filter(\.needsDetails).map(\.accountID)
+        Self.cacheMisses.increment(by: unknown.count)
+        Self.cacheHits.increment(by: viewers.count - unknown.count)
         if !unknown.isEmpty { enricher.request(tenant: ticket.tenant, accountIDs: unknown) }
         return viewers.filter(\.isPerson).orderedFor(currentUser: ticket.accountID)
     }
+
+    static let heartbeats = Counter(label: "heartbeats_total")
+    static let cacheHits = Counter(label: "user_cache_hits_total")
+    static let cacheMisses = Counter(label: "user_cache_misses_total")
 
     private func verifiedTicket(_ text: String?, request: Request, context: AppRequestContext) throws -> ViewerTicket {
         guard let text, !text.isEmpty else { throw HTTPError(.unauthorized, message: "missing ticket") }
@@ -84,6 +92,7 @@ struct PresenceController {
             context.logger.info("ticket refused", metadata: ["reason": "\(error)"])
             throw HTTPError(.unauthorized, message: error.description)
         }
+        context.notes.tenant = ticket.tenant
         // A ticket speaks for one issue: it cannot record or list another.
         guard context.parameters.get("issueId") == ticket.issueID else {
             throw HTTPError(.forbidden, message: "ticket is for another issue")

@@ -1,0 +1,48 @@
+import Hummingbird
+import Logging
+import Synchronization
+
+/// What handlers learn about a request that its log line should carry (the tenant), shared by
+/// reference because a handler's context changes do not flow back to outer middleware.
+public final class RequestNotes: Sendable {
+    private let tenantStorage = Mutex<String?>(nil)
+
+    public init() {}
+
+    public var tenant: String? {
+        get { tenantStorage.withLock { $0 } }
+        set { tenantStorage.withLock { $0 = newValue } }
+    }
+}
+
+/// One line per request: method, route, status, duration and tenant. Never the query string,
+/// which carries Jira's JWT.
+struct RequestLogMiddleware: RouterMiddleware {
+    typealias Context = AppRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            log(request, context: context, status: response.status.code, started: started)
+            return response
+        } catch {
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            log(request, context: context, status: status, started: started)
+            throw error
+        }
+    }
+
+    private func log(_ request: Request, context: Context, status: Int, started: ContinuousClock.Instant) {
+        let elapsed = ContinuousClock.now - started
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        var metadata: Logger.Metadata = [
+            "method": "\(request.method.rawValue)",
+            "route": "\(context.endpointPath ?? request.uri.path)",
+            "status": "\(status)",
+            "duration_ms": "\((milliseconds * 10).rounded() / 10)",
+        ]
+        if let tenant = context.notes.tenant { metadata["tenant"] = "\(tenant)" }
+        context.logger.log(level: status >= 500 ? .error : .info, "request", metadata: metadata)
+    }
+}
