@@ -198,10 +198,11 @@ struct UserDetailsTests {
             try await h.addViewerRows(["bob", "nobody"])
             let ticket = try #require(try await h.panel("alice").ticket)
             #expect(await eventually { Set(try await h.heartbeat(ticket).compactMap(\.displayName)) == ["Alice", "Bob"] })
+            #expect(await eventually { try await h.status("nobody") == "missing" })
+            #expect(await eventually { await h.enricher.isIdle })
             let paths = await h.jira.userCalls().map(\.path)
             #expect(paths.first == "/rest/api/3/user/bulk")
             #expect(paths.filter { $0 == "/rest/api/3/user" }.count == 3)
-            #expect(try await h.status("nobody") == "missing")
         }
     }
 
