@@ -121,6 +121,7 @@ let package = Package(
                 "WhosLookingApp",
                 "Connect",
                 "DevHost",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -7,7 +7,7 @@ struct WhosLooking: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "whoslooking",
         abstract: "Who's Looking: live presence for Jira Cloud issues (an Atlassian Connect app).",
-        subcommands: [Serve.self, Migrate.self, JWTCommand.self, DevHostCommand.self],
+        subcommands: [Serve.self, Migrate.self, JWTCommand.self, DevHostCommand.self, ProbeCommand.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -1,0 +1,135 @@
+import AsyncHTTPClient
+import Connect
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Libpq
+import NIOCore
+import TestSupport
+import Testing
+@testable import WhosLookingApp
+
+@Suite("Running it for real: metrics, logs, several instances")
+struct OperationsTests {
+    static let tenant = TenantInstallation(
+        clientKey: "jira:ops", baseURL: URL(string: "https://ops.atlassian.net")!, productType: "jira",
+        sharedSecret: "ops-tenant-secret-0123456789abcdef"
+    )
+
+    static func panelURI(_ account: String, issueID: String = "10001") throws -> String {
+        let target = "/panel?issueId=\(issueID)&issueKey=OPS-1&projectId=1&projectKey=OPS"
+        let now = Date().timeIntervalSince1970
+        return target + "&jwt=" + (try HS256.sign(ConnectClaims(iss: tenant.clientKey, sub: account, iat: now, exp: now + 180,
+                                                                qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: tenant.sharedSecret))
+    }
+
+    static func ticket(in html: String) -> String? {
+        html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map { String(html[$0].dropFirst(13).dropLast()) }
+    }
+
+    @Test func metricsShowLiveFiguresBehindTheirToken() async throws {
+        try await TestApp.with(environment: ["METRICS_TOKEN": "metrics-token-123"]) { testApp, app in
+            try await testApp.tenants.install(Self.tenant)
+            try await app.test(.router) { client in
+                let html = try await client.execute(uri: try Self.panelURI("alice"), method: .get) { String(buffer: $0.body) }
+                let ticket = try #require(Self.ticket(in: html))
+                for _ in 0..<3 {
+                    try await client.execute(uri: "/api/issues/10001/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) { #expect($0.status == .ok) }
+                }
+                try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .unauthorized) }
+                try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer wrong-token-xyz"]) { #expect($0.status == .unauthorized) }
+                let text = try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer metrics-token-123"]) { response in
+                    #expect(response.status == .ok)
+                    return String(buffer: response.body)
+                }
+                func value(_ line: String) -> Double? {
+                    text.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+                }
+                #expect((value("heartbeats_total") ?? 0) >= 3)
+                #expect(value("viewers_active") == 1)
+                #expect(value("tenants_installed") == 1)
+                #expect(value("db_pool_connections_max") == 4)
+                #expect((value("user_cache_misses_total") ?? 0) >= 1)
+                #expect(text.contains(#"http_route="/api/issues/{issueId}/heartbeat""#), "requests by route")
+                #expect(text.contains(#"http_response_status_code="200""#), "requests by status")
+                #expect(text.contains("http_server_request_duration_bucket"), "latency histograms")
+                #expect(!text.contains(ticket), "no credentials in metrics")
+            }
+        }
+    }
+
+    @Test func jsonLogsOneLinePerRequestWithoutTokens() async throws {
+        try await TestDatabase.withScratchDatabase { conninfo in
+            let port = Int.random(in: 20_000..<40_000)
+            let app = try ChildService(arguments: ["serve"], environment: [
+                "DATABASE_URL": conninfo, "PORT": String(port), "LOG_FORMAT": "json",
+                "SECRET_ENCRYPTION_KEY": SecretBox.generateKey(),
+                "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+            ], name: "json-logs")
+            defer { app.stop() }
+            #expect(await ChildService.waitFor("http://127.0.0.1:\(port)/healthz"))
+            _ = try? await ChildService.get("http://127.0.0.1:\(port)/panel?issueId=1&jwt=secret-looking.token.value")
+            #expect(await eventually(timeout: .seconds(5)) { app.output.contains(#""route":"\/panel""#) || app.output.contains(#""route":"/panel""#) })
+            let lines = app.output.split(separator: "\n")
+            #expect(!lines.isEmpty)
+            var requestLines: [[String: Any]] = []
+            for line in lines {
+                let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                #expect(object != nil, "not a JSON line: \(line)")
+                if let object, object["message"] as? String == "request" { requestLines.append(object) }
+            }
+            let health = requestLines.first { $0["route"] as? String == "/healthz" }
+            #expect(health?["status"] as? String == "200")
+            #expect(health?["method"] as? String == "GET")
+            #expect(health?["duration_ms"] != nil)
+            let panel = requestLines.first { ($0["route"] as? String)?.hasPrefix("/panel") == true }
+            #expect(panel?["status"] as? String == "401")
+            #expect(!app.output.contains("secret-looking.token.value"), "a token reached the logs")
+        }
+    }
+
+    /// Two instances on one database: migrations once, and either answers any heartbeat.
+    @Test func twoInstancesShareOneDatabase() async throws {
+        try await TestDatabase.withScratchDatabase { conninfo in
+            let key = SecretBox.generateKey()
+            let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
+            let instances = try ports.map { port in
+                try ChildService(arguments: ["serve"], environment: [
+                    "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
+                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path, "SWEEP_INTERVAL_SECONDS": "1",
+                ], name: "instance-\(port)")
+            }
+            defer { instances.forEach { $0.stop() } }
+            for (index, port) in ports.enumerated() {
+                let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
+                #expect(ready, "instance \(index) never ready:\n\(instances[index].output)")
+            }
+            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 1), logger: TestDatabase.logger)
+            defer { Task { await pool.close() } }
+            let migrations = try await pool.query("SELECT count(*) AS n FROM schema_migrations")[0].decode(Int.self, "n")
+            #expect(migrations == 3)
+            let applied = instances.map { $0.output.components(separatedBy: "applied migration").count - 1 }
+            #expect(applied.reduce(0, +) == 3, "each migration applied once in all: \(applied)")
+
+            try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
+
+            func panel(_ account: String, on port: Int) async throws -> String {
+                try #require(Self.ticket(in: try await ChildService.get("http://127.0.0.1:\(port)\(try Self.panelURI(account))")))
+            }
+            func heartbeat(_ ticket: String, on port: Int) async throws -> [String] {
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/issues/10001/heartbeat")
+                request.method = .POST
+                request.headers.add(name: "Authorization", value: "Ticket \(ticket)")
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+                let body = try await response.body.collect(upTo: 1 << 20)
+                let json = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+                return (json?["viewers"] as? [[String: Any]])?.compactMap { $0["accountId"] as? String } ?? []
+            }
+            let alice = try await panel("alice", on: ports[0])
+            #expect(try await heartbeat(alice, on: ports[1]) == ["alice"], "a viewer recorded through one instance is listed by the other")
+            let bob = try await panel("bob", on: ports[1])
+            #expect(try await heartbeat(alice, on: ports[0]) == ["alice", "bob"])
+            #expect(try await heartbeat(bob, on: ports[0]) == ["bob", "alice"])
+        }
+    }
+}
