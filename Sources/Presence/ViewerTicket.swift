@@ -46,13 +46,20 @@ public struct ViewerTicketSigner: Sendable {
     }
 
     private let key: SymmetricKey
+    /// Keys of secrets being rotated out: tickets they signed still verify until they expire.
+    private let previousKeys: [SymmetricKey]
     public let lifetime: TimeInterval
 
     /// `secret`: key material shared by every instance (derived from SECRET_ENCRYPTION_KEY).
-    public init(secret: SymmetricKey, lifetime: TimeInterval = 3600) {
-        // A key of its own for this one purpose, so a ticket MAC can never double as anything else.
-        key = HKDF<SHA256>.deriveKey(inputKeyMaterial: secret, info: Data("whoslooking viewer ticket v1".utf8), outputByteCount: 32)
+    public init(secret: SymmetricKey, previousSecrets: [SymmetricKey] = [], lifetime: TimeInterval = 3600) {
+        key = Self.ticketKey(secret)
+        previousKeys = previousSecrets.map(Self.ticketKey)
         self.lifetime = lifetime
+    }
+
+    /// A key of its own for this one purpose, so a ticket MAC can never double as anything else.
+    static func ticketKey(_ secret: SymmetricKey) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: secret, info: Data("whoslooking viewer ticket v1".utf8), outputByteCount: 32)
     }
 
     /// A ticket for a new tab, and its signed form for the page.
@@ -78,7 +85,10 @@ public struct ViewerTicketSigner: Sendable {
     public func verify(_ text: String, now: Date = Date()) throws(Rejection) -> ViewerTicket {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2, text.utf8.count <= 4096, let mac = Data(base64URL: parts[1]) else { throw .malformed }
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Data(parts[0].utf8), using: key) else { throw .badSignature }
+        let signed = Data(parts[0].utf8)
+        guard ([key] + previousKeys).contains(where: { HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: $0) }) else {
+            throw .badSignature
+        }
         guard let payload = Data(base64URL: parts[0]), let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: payload) else {
             throw .malformed
         }

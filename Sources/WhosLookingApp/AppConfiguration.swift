@@ -27,6 +27,8 @@ public struct AppConfiguration: Sendable {
     public var installKeysURL: String
     /// Base64 of 32 bytes sealing shared secrets; nil means the embedded default's key file.
     public var secretEncryptionKey: String?
+    /// Keys being rotated out: secrets sealed under them are opened and re-sealed at start-up.
+    public var previousSecretEncryptionKeys: [String]
     /// Clock leeway for inbound JWT `exp` and `iat`.
     public var jwtLeewaySeconds: Int
     /// How often an open panel sends a heartbeat.
@@ -76,6 +78,11 @@ public struct AppConfiguration: Sendable {
         if let secretEncryptionKey, (try? SecretBox(base64Key: secretEncryptionKey)) == nil {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
         }
+        previousSecretEncryptionKeys = (reader.optionalString("SECRET_ENCRYPTION_KEY_PREVIOUS") ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for key in previousSecretEncryptionKeys where (try? SecretBox(base64Key: key)) == nil {
+            throw Invalid(variable: "SECRET_ENCRYPTION_KEY_PREVIOUS", reason: "must be a comma-separated list of base64 32-byte keys")
+        }
         jwtLeewaySeconds = try reader.integer("JWT_LEEWAY_SECONDS", default: 30, in: 0...300)
         pollIntervalSeconds = try reader.integer("POLL_INTERVAL_SECONDS", default: 10, in: 1...3600)
         viewerTTLSeconds = try reader.integer("VIEWER_TTL_SECONDS", default: 3 * pollIntervalSeconds, in: 1...86400)
@@ -104,7 +111,7 @@ public struct AppConfiguration: Sendable {
     /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
     /// generated once into DATA_DIR/secret.key (mode 0600). Other setups must set it.
     public func resolveSecretBox() throws -> SecretBox {
-        if let secretEncryptionKey { return try SecretBox(base64Key: secretEncryptionKey) }
+        if let secretEncryptionKey { return try SecretBox(base64Key: secretEncryptionKey).addingPrevious(previousSecretEncryptionKeys) }
         guard databaseURL == nil else {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
         }

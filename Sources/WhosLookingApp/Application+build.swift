@@ -62,7 +62,7 @@ struct AppParts {
             settings: .init(reportURL: configuration.personalDataReportURL, interval: .seconds(configuration.personalDataReportIntervalSeconds)),
             logger: logger
         )
-        tickets = ViewerTicketSigner(secret: secrets.keyMaterial)
+        tickets = ViewerTicketSigner(secret: secrets.keyMaterial, previousSecrets: secrets.previousKeyMaterial)
     }
 
     func router() -> Router<AppRequestContext> {

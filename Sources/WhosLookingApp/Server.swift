@@ -33,9 +33,19 @@ public enum Server {
         try await withDatabase(configuration: configuration, logger: logger) { pool in
             let migrator = try Migrator(directory: configuration.migrationsDirectory)
             try await migrator.migrate(pool: pool, logger: logger)
+            try await resealSecrets(pool: pool, secrets: secrets, logger: logger)
             let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, metrics: registry, logger: logger)
             logger.info("serving", metadata: ["baseURL": "\(configuration.baseURL.absoluteString)"])
             try await app.runService()
+        }
+    }
+
+    /// After a key rotation, secrets sealed under a previous key are re-sealed under the current one.
+    static func resealSecrets(pool: PostgresPool, secrets: SecretBox, logger: Logger) async throws {
+        let (resealed, unreadable) = try await TenantRepository(pool: pool, secrets: secrets).resealUnderCurrentKey()
+        if resealed > 0 { logger.notice("re-sealed shared secrets under the current key", metadata: ["tenants": "\(resealed)"]) }
+        if unreadable > 0 {
+            logger.error("shared secrets sealed under an unknown key: those sites must reinstall, or add the old key to SECRET_ENCRYPTION_KEY_PREVIOUS", metadata: ["tenants": "\(unreadable)"])
         }
     }
 

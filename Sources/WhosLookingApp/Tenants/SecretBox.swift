@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
 
-/// Seals tenants' shared secrets at rest with AES-256-GCM.
+/// Seals tenants' shared secrets at rest with AES-256-GCM, under the current key; opens them
+/// under the current or a previous key (key rotation), chosen by the stored key id.
 public struct SecretBox: Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
@@ -20,7 +21,24 @@ public struct SecretBox: Sendable {
         }
         key = SymmetricKey(data: bytes)
         keyID = SHA256.hash(data: bytes).prefix(4).map { String(format: "%02x", $0) }.joined()
+        previous = []
     }
+
+    /// Keys being rotated out, by key id: still opened, never used to seal.
+    public private(set) var previous: [(keyID: String, key: SymmetricKey)]
+
+    /// The same box, also able to open what `base64Keys` sealed.
+    public func addingPrevious(_ base64Keys: [String]) throws -> SecretBox {
+        var box = self
+        for base64 in base64Keys {
+            let old = try SecretBox(base64Key: base64)
+            if old.keyID != keyID { box.previous.append((old.keyID, old.key)) }
+        }
+        return box
+    }
+
+    /// Previous keys' material, so tickets signed before a rotation still verify.
+    public var previousKeyMaterial: [SymmetricKey] { previous.map(\.key) }
 
     /// A new random key, base64.
     public static func generateKey() -> String {
@@ -34,10 +52,20 @@ public struct SecretBox: Sendable {
         return Array(combined)
     }
 
-    public func open(_ sealed: [UInt8], context: String) throws -> String {
+    /// Opens a value sealed under the key `keyID` (nil: the current key).
+    public func open(_ sealed: [UInt8], context: String, keyID sealedWith: String? = nil) throws -> String {
+        let opener: SymmetricKey
+        if let sealedWith, sealedWith != keyID {
+            guard let old = previous.first(where: { $0.keyID == sealedWith }) else {
+                throw Failure(description: "sealed under key \(sealedWith), which is neither SECRET_ENCRYPTION_KEY nor in SECRET_ENCRYPTION_KEY_PREVIOUS")
+            }
+            opener = old.key
+        } else {
+            opener = key
+        }
         do {
             let box = try AES.GCM.SealedBox(combined: sealed)
-            return String(decoding: try AES.GCM.open(box, using: key, authenticating: Data(context.utf8)), as: UTF8.self)
+            return String(decoding: try AES.GCM.open(box, using: opener, authenticating: Data(context.utf8)), as: UTF8.self)
         } catch {
             throw Failure(description: "cannot open a sealed secret (wrong SECRET_ENCRYPTION_KEY?)")
         }

@@ -68,11 +68,37 @@ public struct TenantRepository: Sendable {
     public func installedTenantWithSecret(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String)? {
         let rows = try await pool.query("""
             SELECT client_key, base_url, display_url, product_type, description, oauth_client_id, installation_id,
-                   state, installed_at, updated_at, uninstalled_at, shared_secret_sealed
+                   state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
             FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
             """)
         guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
-        return (try Self.tenant(row), try secrets.open(sealed.bytes, context: clientKey))
+        let secret = try secrets.open(sealed.bytes, context: clientKey, keyID: try row.decode(String?.self, "secret_key_id"))
+        return (try Self.tenant(row), secret)
+    }
+
+    /// Key rotation: re-seals every secret sealed under a previous key with the current one.
+    /// Answers how many; a secret no configured key opens is left as it is, and counted apart.
+    public func resealUnderCurrentKey() async throws -> (resealed: Int, unreadable: Int) {
+        let rows = try await pool.query("""
+            SELECT client_key, shared_secret_sealed, secret_key_id FROM tenants
+            WHERE shared_secret_sealed IS NOT NULL AND secret_key_id <> \(secrets.keyID)
+            """)
+        var resealed = 0
+        var unreadable = 0
+        for row in rows {
+            let clientKey = try row.decode(String.self, "client_key")
+            let oldKeyID = try row.decode(String.self, "secret_key_id")
+            guard let secret = try? secrets.open(try row.decode(PostgresBytes.self, "shared_secret_sealed").bytes, context: clientKey, keyID: oldKeyID) else {
+                unreadable += 1
+                continue
+            }
+            let updated = try await pool.query("""
+                UPDATE tenants SET shared_secret_sealed = \(PostgresBytes(try secrets.seal(secret, context: clientKey))), secret_key_id = \(secrets.keyID)
+                WHERE client_key = \(clientKey) AND secret_key_id = \(oldKeyID)
+                """)
+            resealed += updated.affectedRows
+        }
+        return (resealed, unreadable)
     }
 
     static func tenant(_ row: PostgresRow) throws -> Tenant {
@@ -94,9 +120,9 @@ public struct TenantRepository: Sendable {
     /// The shared secret of an installed tenant, for verifying its tokens and signing calls to it.
     public func sharedSecret(clientKey: String) async throws -> String? {
         let rows = try await pool.query("""
-            SELECT shared_secret_sealed FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
+            SELECT shared_secret_sealed, secret_key_id FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
             """)
-        guard let sealed = try rows.first?.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
-        return try secrets.open(sealed.bytes, context: clientKey)
+        guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
+        return try secrets.open(sealed.bytes, context: clientKey, keyID: try row.decode(String?.self, "secret_key_id"))
     }
 }
