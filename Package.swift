@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "whoslooking", targets: ["whoslooking"]),
+        .executable(name: "whoslooking-bench", targets: ["whoslooking-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -123,6 +124,16 @@ let package = Package(
                 "DevHost",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // scripts/bench's Jira side: signed install, then real panel loads for the load generator's tickets.
+        .executableTarget(
+            name: "whoslooking-bench",
+            dependencies: [
+                "DevHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers shared by the test targets: scratch databases on the test server.

@@ -34,6 +34,11 @@ struct Cast {
         Issue(id: "20007", key: "OPS-7", summary: "Rotate database credentials", projectId: "20000", projectKey: "OPS"),
     ]
 
-    static func person(_ accountId: String) -> Person? { people.first { $0.accountId == accountId } }
+    /// The cast, plus `bench-N` people for load tests.
+    static func person(_ accountId: String) -> Person? {
+        if let known = people.first(where: { $0.accountId == accountId }) { return known }
+        guard accountId.hasPrefix("bench-"), let number = Int(accountId.dropFirst(6)) else { return nil }
+        return Person(accountId: accountId, displayName: "Bench Person \(number)", color: ["#0052cc", "#00875a", "#6554c0", "#ff5630"][number % 4])
+    }
     static func issue(key: String) -> Issue? { issues.first { $0.key == key } }
 }

@@ -53,6 +53,26 @@ extension DevHost {
         guard let installation = await state.installation else {
             return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: nil, contextToken: nil))
         }
+        let panelURL = try await signedPanelURL(installation: installation, issue: issue, accountId: viewer?.accountId)
+        let now = Date().timeIntervalSince1970.rounded(.down)
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
+        let contextToken = try await keys.sign(ConnectClaims(iss: installation.clientKey, sub: viewer?.accountId, iat: now, exp: now + 180, qsh: ConnectClaims.contextQSH))
+        return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: panelURL, contextToken: contextToken))
+    }
+
+    /// The panel's iframe URL for `accountId` on an issue, signed as Jira signs it; nil before the install.
+    public func signedPanelURL(issueID: String, issueKey: String, accountId: String?) async throws -> String? {
+        guard let installation = await state.installation else { return nil }
+        let issue = Cast.Issue(id: issueID, key: issueKey, summary: "", projectId: "1", projectKey: String(issueKey.prefix { $0 != "-" }))
+        return try await signedPanelURL(installation: installation, issue: issue, accountId: accountId)
+    }
+
+    public var isInstalled: Bool {
+        get async { await state.installation != nil }
+    }
+
+    func signedPanelURL(installation: DevHostState.Installation, issue: Cast.Issue, accountId: String?) async throws -> String {
         var path = installation.panelURL
         for (variable, value) in [("{issue.id}", issue.id), ("{issue.key}", issue.key), ("{project.id}", issue.projectId), ("{project.key}", issue.projectKey)] {
             path = path.replacingOccurrences(of: variable, with: CanonicalRequest.rfc3986Encode(value))
@@ -62,13 +82,11 @@ extension DevHost {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
         let iframeToken = try await keys.sign(ConnectClaims(
-            iss: installation.clientKey, sub: viewer?.accountId, iat: now, exp: now + 180,
+            iss: installation.clientKey, sub: accountId, iat: now, exp: now + 180,
             qsh: CanonicalRequest(method: "GET", target: target, basePath: installation.appBasePath).qsh
         ))
-        let contextToken = try await keys.sign(ConnectClaims(iss: installation.clientKey, sub: viewer?.accountId, iat: now, exp: now + 180, qsh: ConnectClaims.contextQSH))
         let separator = path.contains("?") ? "&" : "?"
-        let panelURL = installation.appBase + path + separator + "jwt=" + iframeToken
-        return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: panelURL, contextToken: contextToken))
+        return installation.appBase + path + separator + "jwt=" + iframeToken
     }
 
     /// Checks an app request's JWT: HS256 with the shared secret, `iss` = app key, qsh, expiry.
