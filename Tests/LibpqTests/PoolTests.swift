@@ -7,7 +7,9 @@ import Testing
 @Suite("The connection pool")
 struct PoolTests {
     @Test func twoHundredConcurrentQueriesOnFourConnections() async throws {
-        try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
+        try await TestDatabase.withScratchDatabase { conninfo in
+            // A generous acquire timeout: this test is about completing, not about waiting.
+            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 4, acquireTimeout: .seconds(120)), logger: TestDatabase.logger)
             let total = try await withThrowingTaskGroup(of: Int.self) { group in
                 for n in 1...200 {
                     group.addTask {
@@ -23,6 +25,7 @@ struct PoolTests {
             #expect(statistics.open >= 1)
             let backends = try await pool.query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()")
             #expect(try backends[0].decode(Int.self, "n") <= 4)
+            await pool.close()
         }
     }
 
@@ -51,8 +54,13 @@ struct PoolTests {
                 configuration: .init(conninfo: conninfo, maxConnections: 1, acquireTimeout: .milliseconds(200)),
                 logger: TestDatabase.logger
             )
-            let holder = Task { try await pool.query("SELECT pg_sleep(2)") }
-            try await Task.sleep(for: .milliseconds(300))
+            let holder = Task { try await pool.query("SELECT pg_sleep(3)") }
+            // Wait until the holder really has the only connection.
+            for _ in 0..<200 {
+                let statistics = await pool.statistics()
+                if statistics.open == 1 && statistics.idle == 0 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
             let error = await #expect(throws: PostgresError.self) { try await pool.query("SELECT 1") }
             #expect(error?.kind == .poolTimeout)
             _ = try await holder.value

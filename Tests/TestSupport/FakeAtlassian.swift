@@ -4,6 +4,8 @@ import _CryptoExtras
 import Foundation
 import Hummingbird
 import JWTKit
+import Logging
+import ServiceLifecycle
 
 /// Atlassian's side of a signed install, for tests: RSA key pairs by kid, a key server over
 /// real HTTP that publishes some of them, and RS256 lifecycle tokens signed with jwt-kit.
@@ -67,7 +69,9 @@ public final class FakeAtlassian: Sendable {
     }
 }
 
-/// Runs a Hummingbird router on a loopback port of its own while `body` runs.
+/// Runs a Hummingbird router on a loopback port of its own while `body` runs, then shuts it
+/// down gracefully: cancelling the server task instead can trip NIO's "deinited
+/// NIOAsyncWriter" assertion when a connection is still queued.
 public enum LiveServer {
     public static func run<Result: Sendable>(router: Router<BasicRequestContext>, _ body: @Sendable (Int) async throws -> Result) async throws -> Result {
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -76,15 +80,21 @@ public enum LiveServer {
             configuration: .init(address: .hostname("127.0.0.1", port: 0)),
             onServerRunning: { channel in portContinuation.yield(channel.localAddress?.port ?? 0) }
         )
-        return try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask {
-                try await app.run()
-                return nil
-            }
+        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: Logger(label: "live-server")))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run() }
             var ports = portStream.makeAsyncIterator()
             guard let port = await ports.next() else { throw CancellationError() }
-            let result = try await body(port)
-            group.cancelAll()
+            let result: Result
+            do {
+                result = try await body(port)
+            } catch {
+                await services.triggerGracefulShutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+            await services.triggerGracefulShutdown()
+            try await group.waitForAll()
             return result
         }
     }

@@ -89,21 +89,24 @@ struct DeploymentFilesTests {
         let (healthy, missing) = try await LiveServer.run(router: router) { port in
             (try Self.probe("http://127.0.0.1:\(port)/healthz"), try Self.probe("http://127.0.0.1:\(port)/missing"))
         }
-        #expect(healthy == 0)
-        #expect(missing != 0)
+        #expect(healthy.status == 0, "\(healthy.output)")
+        #expect(missing.status != 0)
+        #expect(missing.output.contains("answered 404"))
         let unreachable = try Self.probe("http://127.0.0.1:1/healthz")
-        #expect(unreachable != 0)
+        #expect(unreachable.status != 0)
     }
 
-    static func probe(_ url: String) throws -> Int32 {
+    static func probe(_ url: String) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = ChildService.whoslooking
-        process.arguments = ["probe", url, "--timeout", "2"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        process.arguments = ["probe", url, "--timeout", "20"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
         try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        return process.terminationStatus
+        return (process.terminationStatus, output)
     }
 }
 
