@@ -36,16 +36,20 @@ enum ChildProcess {
         unlink(String(cString: template))
         defer { close(outputFD) }
 
-        let status = try await Task.detached { () throws -> Int32 in
-            try spawnAndWait(argv, outputFD: outputFD, name: name)
-        }.value
+        // waitpid blocks: on a thread of its own, never on Swift's cooperative pool.
+        let command = argv
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try spawnAndWait(command, outputFD: outputFD, name: name) })
+            }
+        }
         lseek(outputFD, 0, SEEK_SET)
         let output = String(decoding: FileHandle(fileDescriptor: outputFD, closeOnDealloc: false).readDataToEndOfFile(), as: UTF8.self)
         guard status == 0 else { throw Failure(command: name, status: status, output: output) }
         return output
     }
 
-    /// Blocks its thread until the child exits: start-up only, off the request path.
+    /// Blocks its thread until the child exits.
     private static func spawnAndWait(_ argv: [String], outputFD: Int32, name: String) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -28,13 +28,15 @@ public final class ChildService: @unchecked Sendable {
 
     public var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
 
-    /// SIGTERM, then wait for the exit.
+    /// SIGTERM, without waiting (usable from `defer`); `stopAndWait` waits for the exit.
     public func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        try? FileManager.default.removeItem(at: log)
+        if process.isRunning { process.terminate() }
+    }
+
+    /// SIGTERM and wait for the exit, off the cooperative pool.
+    public func stopAndWait() async {
+        stop()
+        await Subprocess.waitForExit(process)
     }
 
     /// Polls `url` until it answers `status`.

@@ -11,21 +11,17 @@ struct DeploymentFilesTests {
     static let root = SharedMaterial.projectRoot
 
     /// docker-compose.yml as JSON, through Python's YAML parser (scripts/test installs PyYAML).
-    func compose() throws -> [String: Any] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", Self.root.appendingPathComponent("docker-compose.yml").path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "docker-compose.yml does not parse")
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    func compose() async throws -> [String: Any] {
+        let outcome = try await Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), [
+            "python3", "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            Self.root.appendingPathComponent("docker-compose.yml").path,
+        ])
+        #expect(outcome.status == 0, "docker-compose.yml does not parse: \(outcome.output)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(outcome.output.utf8)) as? [String: Any])
     }
 
-    @Test func composeParsesAndIsComplete() throws {
-        let file = try compose()
+    @Test func composeParsesAndIsComplete() async throws {
+        let file = try await compose()
         let services = try #require(file["services"] as? [String: [String: Any]])
         let postgres = try #require(services["postgres"])
         #expect((postgres["healthcheck"] as? [String: Any])?["test"] != nil)
@@ -45,10 +41,10 @@ struct DeploymentFilesTests {
         #expect(text.contains("# app2:"))
     }
 
-    @Test func composeSetsOnlyVariablesTheAppReads() throws {
+    @Test func composeSetsOnlyVariablesTheAppReads() async throws {
         let known = try AppConfiguration(environment: ["MIGRATIONS_DIR": NSTemporaryDirectory(), "PUBLIC_DIR": NSTemporaryDirectory()]).variablesRead
         #expect(known.contains("DATABASE_URL") && known.contains("PORT"), "the reader records what it reads")
-        let services = try #require(try compose()["services"] as? [String: [String: Any]])
+        let services = try #require(try await compose()["services"] as? [String: [String: Any]])
         for name in ["app"] {
             let environment = try #require(services[name]?["environment"] as? [String: Any])
             for variable in environment.keys {
@@ -87,26 +83,17 @@ struct DeploymentFilesTests {
         // `whoslooking probe` is what HEALTHCHECK runs: 0 for a 200, non-zero otherwise.
         let router = HummingbirdRouterForProbe.make()
         let (healthy, missing) = try await LiveServer.run(router: router) { port in
-            (try Self.probe("http://127.0.0.1:\(port)/healthz"), try Self.probe("http://127.0.0.1:\(port)/missing"))
+            (try await Self.probe("http://127.0.0.1:\(port)/healthz"), try await Self.probe("http://127.0.0.1:\(port)/missing"))
         }
         #expect(healthy.status == 0, "\(healthy.output)")
         #expect(missing.status != 0)
         #expect(missing.output.contains("answered 404"))
-        let unreachable = try Self.probe("http://127.0.0.1:1/healthz")
+        let unreachable = try await Self.probe("http://127.0.0.1:1/healthz")
         #expect(unreachable.status != 0)
     }
 
-    static func probe(_ url: String) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = ChildService.whoslooking
-        process.arguments = ["probe", url, "--timeout", "20"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+    static func probe(_ url: String) async throws -> Subprocess.Outcome {
+        try await Subprocess.run(ChildService.whoslooking, ["probe", url, "--timeout", "20"])
     }
 }
 

@@ -24,8 +24,7 @@ struct EmbeddedServeTests {
             .split(separator: "\n").first.flatMap { Int32($0) }
         #expect(postmasterPID != nil)
 
-        service.process.terminate()  // SIGTERM
-        service.process.waitUntilExit()
+        await service.stopAndWait()  // SIGTERM
         #expect(service.process.terminationReason == .exit)
         #expect(service.process.terminationStatus == 0, "log:\n\(service.output)")
         if let postmasterPID {
