@@ -69,7 +69,7 @@ public actor EmbeddedPostgres {
             ], bin: bin, as: runAs)
             startedByUs = true
         }
-        logger.info("PostgreSQL ready", metadata: ["data": "\(dataDirectory.path)", "socket": "\(socketDirectory)"])
+        logger.notice("PostgreSQL ready", metadata: ["data": "\(dataDirectory.path)", "socket": "\(socketDirectory)"])
         try await createDatabaseIfMissing()
         return conninfo
     }

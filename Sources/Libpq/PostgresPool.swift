@@ -49,24 +49,29 @@ public final class PostgresPool: Service, Sendable {
 
     /// Closes idle connections, fails waiting and future callers, and stops the thread pool.
     public func close() async {
-        let idle = await slots.close()
+        let idle = slots.close()
         _ = try? await threadPool.runIfActive { idle.forEach { $0.close() } }
         try? await threadPool.shutdownGracefully()
         logger.debug("database pool closed")
     }
 
     /// Lends a connection to `body`; its methods run on the pool's thread pool through `run`.
+    /// The connection is checked (or opened) on the pool thread with the first statement, so a
+    /// query costs one thread hop, not two.
     public func withConnection<Result: Sendable>(
         _ body: (PooledConnection) async throws -> Result
     ) async throws -> Result {
-        let connection = try await checkout()
-        let lease = PooledConnection(connection: connection, threadPool: threadPool)
+        let idle = try await slots.acquire()
+        let lease = PooledConnection(
+            candidate: idle, threadPool: threadPool,
+            conninfo: configuration.conninfo, connectTimeoutSeconds: configuration.connectTimeoutSeconds
+        )
         do {
             let result = try await body(lease)
-            await checkin(connection, broken: lease.sawConnectionFailure)
+            await checkin(lease)
             return result
         } catch {
-            await checkin(connection, broken: lease.sawConnectionFailure)
+            await checkin(lease)
             throw error
         }
     }
@@ -96,54 +101,44 @@ public final class PostgresPool: Service, Sendable {
 
     /// Pool figures for readiness checks and metrics.
     public func statistics() async -> ConnectionSlots.Statistics {
-        await slots.statistics()
+        slots.statistics()
     }
 
-    private func checkout() async throws -> PostgresConnection {
-        let lease = try await slots.acquire()
-        let conninfo = configuration.conninfo
-        let timeout = configuration.connectTimeoutSeconds
-        do {
-            return try await threadPool.runIfActive {
-                if let idle = lease, idle.isUsable { return idle }
-                lease?.close()
-                return try PostgresConnection(conninfo: conninfo, connectTimeoutSeconds: timeout)
-            }
-        } catch {
-            _ = await slots.release(nil)
-            if let error = error as? PostgresError {
-                Counter(label: "db_errors_total", dimensions: [("kind", error.kind.rawValue)]).increment()
-                logger.warning("database connection failed", metadata: ["error": "\(error)"])
-                throw error
-            }
-            throw PostgresError(.poolClosed, message: "database pool is shut down")
+    private func checkin(_ lease: PooledConnection) async {
+        let (usable, discard) = lease.finish()
+        if let discard {
+            if lease.sawConnectionFailure { logger.info("dropping broken database connection") }
+            _ = try? await threadPool.runIfActive { discard.close() }
         }
-    }
-
-    private func checkin(_ connection: PostgresConnection, broken: Bool) async {
-        if broken {
-            logger.info("dropping broken database connection")
-            _ = try? await threadPool.runIfActive { connection.close() }
-            _ = await slots.release(nil)
-        } else if let leftOver = await slots.release(connection) {
+        if let leftOver = slots.release(usable) {
             _ = try? await threadPool.runIfActive { leftOver.close() }
         }
     }
 }
 
-/// A connection lent by the pool; each call hops to the pool's thread pool.
+/// A connection lent by the pool; each call hops to the pool's thread pool. Only the task holding
+/// the lease touches it, one call at a time, hence `@unchecked Sendable`.
 public final class PooledConnection: @unchecked Sendable {
-    private let connection: PostgresConnection
     private let threadPool: NIOThreadPool
-    /// Only touched by the one task that holds the lease.
+    private let conninfo: String
+    private let connectTimeoutSeconds: Int
+    /// An idle connection from the pool, not yet checked.
+    private var candidate: PostgresConnection?
+    /// The connection in use, once the first call checked or opened it.
+    private var connection: PostgresConnection?
     private(set) var sawConnectionFailure = false
 
-    init(connection: PostgresConnection, threadPool: NIOThreadPool) {
-        self.connection = connection
+    init(candidate: PostgresConnection?, threadPool: NIOThreadPool, conninfo: String, connectTimeoutSeconds: Int) {
+        self.candidate = candidate
         self.threadPool = threadPool
+        self.conninfo = conninfo
+        self.connectTimeoutSeconds = connectTimeoutSeconds
     }
 
-    public var backendPID: Int32 { connection.backendPID }
+    /// The server process serving this session (for `pg_terminate_backend` in tests and logs).
+    public func backendPID() async throws -> Int32 {
+        try await run { $0.backendPID }
+    }
 
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> PostgresRows {
@@ -155,10 +150,32 @@ public final class PooledConnection: @unchecked Sendable {
         try await run { try $0.execute(script: sql) }
     }
 
+    /// On a pool thread: the connection to use. A reused one is checked first, and one the
+    /// server dropped while idle (restart, `pg_terminate_backend`) is replaced.
+    private func ready() throws(PostgresError) -> PostgresConnection {
+        if let connection { return connection }
+        if let candidate, candidate.isUsable {
+            connection = candidate
+            self.candidate = nil
+            return candidate
+        }
+        candidate?.close()
+        candidate = nil
+        let fresh = try PostgresConnection(conninfo: conninfo, connectTimeoutSeconds: connectTimeoutSeconds)
+        connection = fresh
+        return fresh
+    }
+
+    /// What goes back to the pool, and what must be closed.
+    func finish() -> (usable: PostgresConnection?, discard: PostgresConnection?) {
+        if sawConnectionFailure { return (nil, connection ?? candidate) }
+        if let connection { return (connection, nil) }
+        return (candidate, nil)  // never used: back as it came
+    }
+
     private func run<Result: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws -> Result) async throws -> Result {
-        let connection = self.connection
         do {
-            return try await threadPool.runIfActive { try body(connection) }
+            return try await threadPool.runIfActive { [self] in try body(self.ready()) }
         } catch let error as PostgresError {
             if error.isConnectionFailure { sawConnectionFailure = true }
             Counter(label: "db_errors_total", dimensions: [("kind", error.kind.rawValue)]).increment()

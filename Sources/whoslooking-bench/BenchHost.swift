@@ -60,7 +60,8 @@ struct BenchHost: AsyncParsableCommand {
         }
         let temporary = out + ".partial"
         try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: true, encoding: .utf8)
-        _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: out), withItemAt: URL(fileURLWithPath: temporary))
+        try? FileManager.default.removeItem(atPath: out)
+        try FileManager.default.moveItem(atPath: temporary, toPath: out)
         let elapsed = ContinuousClock.now - started
         let ready = "READY viewers=\(lines.count) issues=\(min(issues, viewers)) panel_loads_s=\(Int(Double(lines.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)))\n"
         FileHandle.standardOutput.write(Data(ready.utf8))

@@ -73,7 +73,7 @@ struct PoolTests {
         try await TestDatabase.withScratchDatabase { conninfo in
             let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 1), logger: TestDatabase.logger)
             let admin = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 1), logger: TestDatabase.logger)
-            let firstPID = try await pool.withConnection { $0.backendPID }
+            let firstPID = try await pool.withConnection { try await $0.backendPID() }
             let killed = try await admin.query("SELECT pg_terminate_backend(\(Int32(firstPID))) AS ok")
             #expect(try killed[0].decode(Bool.self, "ok"))
             // Give the server a moment to end the backend; the pool must notice on checkout.
