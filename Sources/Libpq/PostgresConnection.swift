@@ -76,17 +76,17 @@ public final class PostgresConnection: @unchecked Sendable {
             name = known
         } else {
             name = "s\(preparedStatements.count + 1)"
-            try prepare(name: name, key: key, logName: query.logName)
+            try prepare(name: name, key: key, query: query)
             preparedStatements[key] = name
         }
         do {
-            return try executePrepared(name: name, bindings: query.bindings, logName: query.logName)
+            return try executePrepared(name: name, query: query)
         } catch where error.sqlState == SQLState.invalidSQLStatementName {
             // Someone ran DISCARD ALL / DEALLOCATE on this session: prepare again once.
             preparedStatements.removeAll()
-            try prepare(name: name, key: key, logName: query.logName)
+            try prepare(name: name, key: key, query: query)
             preparedStatements[key] = name
-            return try executePrepared(name: name, bindings: query.bindings, logName: query.logName)
+            return try executePrepared(name: name, query: query)
         }
     }
 
@@ -98,19 +98,20 @@ public final class PostgresConnection: @unchecked Sendable {
         _ = try consume(result, statement: PostgresQuery(unsafeSQL: sql).logName)
     }
 
-    private func prepare(name: String, key: StatementKey, logName: String) throws(PostgresError) {
+    private func prepare(name: String, key: StatementKey, query: PostgresQuery) throws(PostgresError) {
         try checkOpen()
         let result = key.types.withUnsafeBufferPointer { types in
-            PQprepare(handle, name, key.sql, Int32(key.types.count), types.baseAddress.map { $0.withMemoryRebound(to: Oid.self, capacity: key.types.count) { $0 } })
+            PQprepare(handle, name, key.sql, Int32(key.types.count), types.baseAddress)
         }
-        _ = try consume(result, statement: logName)
+        _ = try consume(result, statement: query.logName)
     }
 
-    private func executePrepared(name: String, bindings: [PostgresBinding], logName: String) throws(PostgresError) -> PostgresRows {
+    private func executePrepared(name: String, query: PostgresQuery) throws(PostgresError) -> PostgresRows {
         try checkOpen()
+        let bindings = query.bindings
         for binding in bindings where binding.format == .text && binding.bytes?.contains(0) == true {
             // libpq reads text parameters as C strings: a NUL would silently cut the value.
-            throw PostgresError(.server, message: "a text parameter contains a NUL byte", sqlState: "22021", statement: logName)
+            throw PostgresError(.server, message: "a text parameter contains a NUL byte", sqlState: "22021", statement: query.logName)
         }
         // All parameter bytes in one buffer; text ones NUL-terminated since libpq reads them as C strings.
         var storage: [UInt8] = []
@@ -133,13 +134,14 @@ public final class PostgresConnection: @unchecked Sendable {
             let values: [UnsafePointer<CChar>?] = offsets.map { offset in offset.map { base + $0 } }
             return PQexecPrepared(handle, name, Int32(bindings.count), values, lengths, formats, 1)  // binary results
         }
-        return try consume(result, statement: logName)
+        return try consume(result, statement: query.logName)
     }
 
     /// Turns a result into rows or an error, and frees it: the only place a PGresult is cleared.
-    private func consume(_ result: OpaquePointer?, statement: String) throws(PostgresError) -> PostgresRows {
+    /// The statement's name is only worked out for an error (it showed in the heartbeat profile).
+    private func consume(_ result: OpaquePointer?, statement: @autoclosure () -> String) throws(PostgresError) -> PostgresRows {
         guard let result else {
-            throw PostgresError(.connection, message: Self.errorMessage(of: handle), statement: statement)
+            throw PostgresError(.connection, message: Self.errorMessage(of: handle), statement: statement())
         }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
@@ -148,9 +150,9 @@ public final class PostgresConnection: @unchecked Sendable {
         case PGRES_TUPLES_OK, PGRES_SINGLE_TUPLE:
             return Self.copyRows(result)
         case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
-            throw Self.serverError(result, connection: handle, statement: statement)
+            throw Self.serverError(result, connection: handle, statement: statement())
         default:
-            throw PostgresError(.protocolViolation, message: "unexpected result status \(PQresultStatus(result).rawValue)", statement: statement)
+            throw PostgresError(.protocolViolation, message: "unexpected result status \(PQresultStatus(result).rawValue)", statement: statement())
         }
     }
 
