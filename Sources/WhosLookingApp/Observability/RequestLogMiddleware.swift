@@ -34,6 +34,9 @@ struct RequestLogMiddleware: RouterMiddleware {
     }
 
     private func log(_ request: Request, context: Context, status: Int, started: ContinuousClock.Instant) {
+        let level: Logger.Level = status >= 500 ? .error : .info
+        // Heartbeats are the hot path: build nothing when the line would be dropped.
+        guard context.logger.logLevel <= level else { return }
         let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         var metadata: Logger.Metadata = [
@@ -43,6 +46,6 @@ struct RequestLogMiddleware: RouterMiddleware {
             "duration_ms": "\((milliseconds * 10).rounded() / 10)",
         ]
         if let tenant = context.notes.tenant { metadata["tenant"] = "\(tenant)" }
-        context.logger.log(level: status >= 500 ? .error : .info, "request", metadata: metadata)
+        context.logger.log(level: level, "request", metadata: metadata)
     }
 }
