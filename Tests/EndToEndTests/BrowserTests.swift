@@ -63,7 +63,7 @@ struct BrowserTests {
             let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
             let (driver, chromedriver) = try await WebDriver.start()
             defer {
-                chromedriver.terminate()
+                WebDriver.kill(chromedriver)
                 devhost.stop()
                 app.stop()
             }
@@ -72,6 +72,7 @@ struct BrowserTests {
             let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("— installed") }
             #expect(installed, "devhost never installed the app:\n\(devhost.output)\n\(app.output)")
             try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
+            await driver.shutdown(chromedriver)
             await app.stopAndWait()
             await devhost.stopAndWait()
         }

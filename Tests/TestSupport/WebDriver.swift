@@ -1,5 +1,8 @@
 import AsyncHTTPClient
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOFoundationCompat
 
@@ -30,6 +33,21 @@ public struct WebDriver: Sendable {
         }
         process.terminate()
         throw Failure(description: "chromedriver did not start")
+    }
+
+    /// Ends chromedriver and its browsers: its /shutdown endpoint, then SIGKILL if it lingers.
+    /// (SIGTERM alone left it running, reparented to init, whenever sessions were open.)
+    public func shutdown(_ process: Process) async {
+        _ = try? await call("GET", "/shutdown")
+        for _ in 0..<30 where process.isRunning {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        Self.kill(process)
+    }
+
+    /// The synchronous last resort, for `defer`.
+    public static func kill(_ process: Process) {
+        if process.isRunning { _ = Glibc.kill(process.processIdentifier, SIGKILL) }
     }
 
     /// A new browser (its own profile: cookies and storage are not shared with other sessions).
