@@ -38,12 +38,6 @@ extension String: PostgresEncodable {
     public var postgresBytes: [UInt8] { Array(utf8) }
 }
 
-extension Substring: PostgresEncodable {
-    public static var postgresType: PostgresType { .unspecified }
-    public static var postgresFormat: PostgresBinding.Format { .text }
-    public var postgresBytes: [UInt8] { Array(utf8) }
-}
-
 private func bigEndianBytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     withUnsafeBytes(of: value.bigEndian) { Array($0) }
 }

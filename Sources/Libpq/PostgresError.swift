@@ -73,8 +73,5 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
 /// Well-known SQLSTATE codes we react to.
 public enum SQLState {
     public static let uniqueViolation = "23505"
-    public static let foreignKeyViolation = "23503"
-    public static let undefinedTable = "42P01"
     public static let invalidSQLStatementName = "26000"
-    public static let queryCanceled = "57014"
 }

@@ -47,12 +47,6 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
             bindings.append(value.optionalBinding)
             sql += "$\(bindings.count)"
         }
-
-        /// A binding prepared elsewhere, e.g. by a helper building a multi-row statement.
-        public mutating func appendInterpolation(binding: PostgresBinding) {
-            bindings.append(binding)
-            sql += "$\(bindings.count)"
-        }
     }
 
     /// What logs may say about this query: its first line of SQL, never its values.
@@ -60,12 +54,5 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
         let firstLine = sql.split(whereSeparator: \.isNewline).first.map(String.init) ?? sql
         let trimmed = firstLine.trimmingCharacters(in: .whitespaces)
         return trimmed.count > 80 ? String(trimmed.prefix(80)) + "…" : trimmed
-    }
-}
-
-extension PostgresBinding {
-    /// Makes a binding from any encodable value (or nil), for code that builds queries programmatically.
-    public static func value<Value: PostgresEncodable>(_ value: Value?) -> PostgresBinding {
-        value.optionalBinding
     }
 }

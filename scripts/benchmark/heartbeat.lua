@@ -1,6 +1,6 @@
 -- wrk script: POST heartbeats with pre-issued viewer tickets (TICKETS file: "issueId ticket"
 -- per line), each thread walking the list from its own offset. DELAY_MS (optional) paces each
--- connection, for runs at a chosen rate. done() prints one JSON line for scripts/bench.
+-- connection, for runs at a chosen rate. done() (summary.lua) prints one JSON line for scripts/bench.
 local tickets = {}
 local threads = {}
 local thread_count = 0
@@ -30,10 +30,4 @@ function delay()
   return delay_ms
 end
 
-function done(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout
-  io.write(string.format(
-    '{"requests":%d,"seconds":%.3f,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"p999_ms":%.3f,"max_ms":%.3f}\n',
-    summary.requests, summary.duration / 1e6, errors,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000, latency.max / 1000))
-end
+dofile("scripts/benchmark/summary.lua")

@@ -6,5 +6,4 @@ public struct ConnectIdentity: Sendable {
     /// The user's Atlassian account id; nil for an anonymous visitor.
     public var accountID: String?
     public var claims: ConnectClaims
-    public var isContextToken: Bool { claims.qsh == ConnectClaims.contextQSH }
 }

@@ -119,10 +119,6 @@ public struct TenantRepository: Sendable {
 
     /// The shared secret of an installed tenant, for verifying its tokens and signing calls to it.
     public func sharedSecret(clientKey: String) async throws -> String? {
-        let rows = try await pool.query("""
-            SELECT shared_secret_sealed, secret_key_id FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
-            """)
-        guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
-        return try secrets.open(sealed.bytes, context: clientKey, keyID: try row.decode(String?.self, "secret_key_id"))
+        try await installedTenantWithSecret(clientKey: clientKey)?.sharedSecret
     }
 }
