@@ -109,26 +109,34 @@ extension Optional where Wrapped: PostgresEncodable {
     }
 }
 
-/// A `text[]` parameter, for `column = ANY(\(array))`: one statement instead of one per value.
+/// A `text[]` parameter, for `column = ANY(\(array))` or `unnest(\(array))`: one statement
+/// instead of one per value. Sent in the binary array format, so values need no quoting.
 public struct PostgresTextArray: PostgresEncodable, Hashable {
     public var values: [String]
     public init(_ values: [String]) { self.values = values }
 
     public static var postgresType: PostgresType { PostgresType(rawValue: 1009) }
-    public static var postgresFormat: PostgresBinding.Format { .text }
 
-    /// The array literal `{"a","b"}`, each element quoted with `"` and `\` escaped.
+    /// One dimension, no NULLs, element type text (OID 25), lower bound 1, then each element's
+    /// length and UTF-8 bytes (all integers big-endian).
     public var postgresBytes: [UInt8] {
-        var literal = "{"
-        for (index, value) in values.enumerated() {
-            if index > 0 { literal += "," }
-            literal += "\""
-            for character in value {
-                if character == "\"" || character == "\\" { literal.append("\\") }
-                literal.append(character)
-            }
-            literal += "\""
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(20 + values.reduce(0) { $0 + 4 + $1.utf8.count })
+        func append(_ value: Int32) {
+            withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
         }
-        return Array((literal + "}").utf8)
+        // An empty array has no dimensions at all.
+        append(values.isEmpty ? 0 : 1)
+        append(0)
+        append(25)
+        if !values.isEmpty {
+            append(Int32(values.count))
+            append(1)
+        }
+        for value in values {
+            append(Int32(value.utf8.count))
+            bytes.append(contentsOf: value.utf8)
+        }
+        return bytes
     }
 }

@@ -74,4 +74,5 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
 public enum SQLState {
     public static let uniqueViolation = "23505"
     public static let invalidSQLStatementName = "26000"
+    public static let deadlockDetected = "40P01"
 }

@@ -6,43 +6,83 @@ public struct PresenceRepository: Sendable {
     let pool: PostgresPool
     /// A viewer unseen for longer is not listed, swept or not.
     public let ttl: TimeInterval
+    private let batcher: HeartbeatBatcher
 
-    public init(pool: PostgresPool, ttl: TimeInterval) {
+    /// `maxConcurrentBatches`: connections heartbeats may hold at once (the rest of the pool
+    /// stays free for everything else); heartbeats arriving meanwhile wait and go together.
+    public init(pool: PostgresPool, ttl: TimeInterval, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256) {
         self.pool = pool
         self.ttl = ttl
+        batcher = HeartbeatBatcher(maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize) { [pool] heartbeats in
+            try await Self.record(heartbeats, pool: pool, ttl: ttl)
+        }
     }
 
-    /// Records a heartbeat and answers the issue's live viewers, in one statement (one round
-    /// trip). Answers nil, recording nothing, when the tenant is no longer installed.
+    /// Records a heartbeat and answers the issue's live viewers, this one included. Answers
+    /// nil, recording nothing, when the tenant is no longer installed. Heartbeats arriving
+    /// together share one statement (see `HeartbeatBatcher`).
     public func heartbeat(_ viewer: ViewerKey, issueKey: String) async throws -> [Viewer]? {
-        // The upserted row is not visible to the outer SELECT (same snapshot), so it is added
-        // from RETURNING; the tenant check keeps an uninstalled site's tickets from writing.
-        let rows = try await pool.query("""
-            WITH tenant AS (
-                SELECT 1 FROM tenants WHERE client_key = \(viewer.tenant) AND state = 'installed'
+        try await batcher.record(.init(viewer: viewer, issueKey: issueKey))
+    }
+
+    /// One statement for a batch of heartbeats: upserts them all, then lists every issue they
+    /// touch. Answers each issue's viewers; an issue whose tenant is not installed is absent.
+    static func record(_ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, ttl: TimeInterval) async throws -> [IssueRef: [Viewer]] {
+        // Sorted and without repeats: ON CONFLICT cannot touch one row twice in a statement,
+        // and batches that lock rows in one order cannot deadlock each other.
+        let ordered = heartbeats.sorted { left, right in
+            (left.viewer.tenant, left.viewer.issueID, left.viewer.accountID, left.viewer.tabID)
+                < (right.viewer.tenant, right.viewer.issueID, right.viewer.accountID, right.viewer.tabID)
+        }
+        var unique: [HeartbeatBatcher.Heartbeat] = []
+        unique.reserveCapacity(ordered.count)
+        for heartbeat in ordered where unique.last?.viewer != heartbeat.viewer {
+            unique.append(heartbeat)
+        }
+        let query: PostgresQuery = """
+            WITH input AS (
+                SELECT * FROM unnest(
+                    \(PostgresTextArray(unique.map(\.viewer.tenant))), \(PostgresTextArray(unique.map(\.viewer.issueID))),
+                    \(PostgresTextArray(unique.map(\.issueKey))), \(PostgresTextArray(unique.map(\.viewer.accountID))),
+                    \(PostgresTextArray(unique.map(\.viewer.tabID)))
+                ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, position)
+            ), installed AS (
+                SELECT * FROM input i
+                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed')
             ), seen AS (
                 INSERT INTO viewers (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen)
-                SELECT \(viewer.tenant), \(viewer.issueID), \(issueKey), \(viewer.accountID), \(viewer.tabID), now(), now()
-                FROM tenant
+                SELECT client_key, issue_id, issue_key, account_id, tab_id, now(), now() FROM installed ORDER BY position
                 ON CONFLICT (client_key, issue_id, account_id, tab_id)
                 DO UPDATE SET last_seen = EXCLUDED.last_seen, issue_key = EXCLUDED.issue_key
-                RETURNING account_id, first_seen, last_seen
+                RETURNING client_key, issue_id, account_id, first_seen, last_seen
             ), listed AS (
-                SELECT account_id, first_seen, last_seen FROM viewers
-                WHERE client_key = \(viewer.tenant) AND issue_id = \(viewer.issueID)
-                  AND last_seen > now() - make_interval(secs => \(ttl))
+                -- The rows just written are not visible here (same snapshot): they come from RETURNING.
+                SELECT v.client_key, v.issue_id, v.account_id, v.first_seen, v.last_seen
+                FROM (SELECT DISTINCT client_key, issue_id FROM installed) issue
+                JOIN viewers v ON v.client_key = issue.client_key AND v.issue_id = issue.issue_id
+                WHERE v.last_seen > now() - make_interval(secs => \(ttl))
                 UNION ALL
-                SELECT account_id, first_seen, last_seen FROM seen
+                SELECT client_key, issue_id, account_id, first_seen, last_seen FROM seen
             )
-            SELECT l.account_id, min(l.first_seen) AS since, max(l.last_seen) AS last_seen,
-                   EXISTS (SELECT 1 FROM seen) AS recorded,
+            SELECT l.client_key, l.issue_id, l.account_id, min(l.first_seen) AS since, max(l.last_seen) AS last_seen,
                    u.status, u.display_name, u.avatar_url, u.expires_at <= now() AS expired
             FROM listed l
-            LEFT JOIN user_details u ON u.client_key = \(viewer.tenant) AND u.account_id = l.account_id
-            GROUP BY l.account_id, u.status, u.display_name, u.avatar_url, u.expires_at
-            """)
-        guard let first = rows.first, try first.decode(Bool.self, "recorded") else { return nil }
-        return try rows.map(Self.viewer)
+            LEFT JOIN user_details u ON u.client_key = l.client_key AND u.account_id = l.account_id
+            GROUP BY l.client_key, l.issue_id, l.account_id, u.status, u.display_name, u.avatar_url, u.expires_at
+            """
+        let rows: PostgresRows
+        do {
+            rows = try await pool.query(query)
+        } catch let error as PostgresError where error.sqlState == SQLState.deadlockDetected {
+            // Only a sweep deleting rows a batch rewrites can lock in another order; once more is enough.
+            rows = try await pool.query(query)
+        }
+        var listed: [IssueRef: [Viewer]] = [:]
+        for row in rows {
+            let issue = IssueRef(tenant: try row.decode(String.self, "client_key"), issueID: try row.decode(String.self, "issue_id"))
+            listed[issue, default: []].append(try viewer(row))
+        }
+        return listed
     }
 
     /// The issue's live viewers, without recording anyone.

@@ -136,6 +136,9 @@ struct ArrayParameterTests {
             let matched = try await pool.query("SELECT 'ünï' = ANY(\(PostgresTextArray(awkward))) AS hit, 'nope' = ANY(\(PostgresTextArray(awkward))) AS miss")
             #expect(try matched[0].decode(Bool.self, "hit"))
             #expect(try !matched[0].decode(Bool.self, "miss"))
+            let empty = try await pool.query("SELECT cardinality(\(PostgresTextArray([]))) AS n, 'x' = ANY(\(PostgresTextArray([]))) AS hit")
+            #expect(try empty[0].decode(Int32.self, "n") == 0)
+            #expect(try !empty[0].decode(Bool.self, "hit"))
         }
     }
 }
