@@ -69,20 +69,3 @@ public struct UnverifiedToken: Sendable {
         self.claims = claims
     }
 }
-
-extension Data {
-    /// Base64url without padding (RFC 7515), as JWTs and our tickets use it.
-    public init?(base64URL text: Substring) {
-        var bytes = [UInt8](text.utf8)
-        for index in bytes.indices {
-            switch bytes[index] {
-            case UInt8(ascii: "-"): bytes[index] = UInt8(ascii: "+")
-            case UInt8(ascii: "_"): bytes[index] = UInt8(ascii: "/")
-            case UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="): return nil  // not base64url
-            default: break
-            }
-        }
-        while bytes.count % 4 != 0 { bytes.append(UInt8(ascii: "=")) }
-        self.init(base64Encoded: Data(bytes))
-    }
-}

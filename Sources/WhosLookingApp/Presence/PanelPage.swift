@@ -54,7 +54,7 @@ struct PanelPage {
 }
 
 /// One viewer as the panel lists them (the script builds the same markup with DOM text nodes).
-struct ViewerItem: Encodable {
+struct ViewerItem {
     let accountId: String
     let displayName: String?
     let avatarUrl: String?

@@ -37,12 +37,6 @@ struct PresenceController {
         return html(page.viewers(viewers, currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: signed))
     }
 
-    struct HeartbeatResponse: ResponseEncodable {
-        let viewers: [ViewerItem]
-        let ticket: String
-        let pollSeconds: Int
-    }
-
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let viewers = try await record(ticket)
