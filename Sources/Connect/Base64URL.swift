@@ -4,14 +4,17 @@ import Foundation
 /// Table-driven over bytes: heartbeats encode and decode on every request, and Foundation's
 /// string-based route showed up in their CPU profile.
 public enum Base64URL {
-    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-    private static let invalid: UInt8 = 0xFF
-    private static let values: [UInt8] = {
+    @usableFromInline static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    @usableFromInline static let invalid: UInt8 = 0xFF
+    @usableFromInline static let values: [UInt8] = {
         var table = [UInt8](repeating: invalid, count: 256)
         for (value, character) in alphabet.enumerated() { table[Int(character)] = UInt8(value) }
         return table
     }()
 
+    // Inlinable so each caller gets a version specialized for its byte collection: the generic
+    // one, iterating through protocol witnesses, cost more than the HMAC next to it.
+    @inlinable
     public static func encode<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity((bytes.count * 4 + 2) / 3)
@@ -28,12 +31,14 @@ public enum Base64URL {
         return output
     }
 
+    @inlinable
     public static func encodeToString<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> String {
         String(decoding: encode(bytes), as: UTF8.self)
     }
 
     /// Nil for anything but canonical unpadded base64url (`+`, `/`, `=`, whitespace, a length
     /// or trailing bits no encoding produces).
+    @inlinable
     public static func decode<Text: Collection<UInt8>>(_ text: Text) -> [UInt8]? {
         guard text.count % 4 != 1 else { return nil }
         var output: [UInt8] = []

@@ -1,3 +1,4 @@
+import Metrics
 import Synchronization
 
 /// Group commit for heartbeats: the heartbeats that arrive while earlier batches are in the
@@ -69,6 +70,7 @@ final class HeartbeatBatcher: Sendable {
     }
 
     private func execute(_ batch: [Waiter]) async {
+        Self.batches.increment()
         do {
             let listed = try await flush(batch.map(\.heartbeat))
             for waiter in batch {
@@ -79,6 +81,9 @@ final class HeartbeatBatcher: Sendable {
             for waiter in batch { waiter.continuation.resume(throwing: error) }
         }
     }
+
+    /// With `heartbeats_total`, the mean batch size.
+    static let batches = Counter(label: "heartbeat_batches_total")
 
     private static func takeBatch(from state: inout State, limit: Int) -> [Waiter] {
         guard state.waiting.count > limit else {

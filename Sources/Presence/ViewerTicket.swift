@@ -108,16 +108,23 @@ public struct ViewerTicketSigner: Sendable {
         }
     }
 
-    private let key: SymmetricKey
+    /// Keyed once: copying a keyed HMAC skips hashing the key on every ticket.
+    private let keyedMAC: HMAC<SHA256>
     /// Keys of secrets being rotated out: tickets they signed still verify until they expire.
-    private let previousKeys: [SymmetricKey]
+    private let previousKeyedMACs: [HMAC<SHA256>]
     public let lifetime: TimeInterval
 
     /// `secret`: key material shared by every instance (derived from SECRET_ENCRYPTION_KEY).
     public init(secret: SymmetricKey, previousSecrets: [SymmetricKey] = [], lifetime: TimeInterval = 3600) {
-        key = Self.ticketKey(secret)
-        previousKeys = previousSecrets.map(Self.ticketKey)
+        keyedMAC = HMAC(key: Self.ticketKey(secret))
+        previousKeyedMACs = previousSecrets.map { HMAC(key: Self.ticketKey($0)) }
         self.lifetime = lifetime
+    }
+
+    private static func code(_ keyed: HMAC<SHA256>, _ bytes: some DataProtocol) -> HashedAuthenticationCode<SHA256> {
+        var mac = keyed
+        mac.update(data: bytes)
+        return mac.finalize()
     }
 
     /// A key of its own for this one purpose, so a ticket MAC can never double as anything else.
@@ -141,7 +148,7 @@ public struct ViewerTicketSigner: Sendable {
 
     public func sign(_ ticket: ViewerTicket) -> String {
         let payload = Base64URL.encode(ticket.binaryPayload)
-        let mac = HMAC<SHA256>.authenticationCode(for: payload, using: key)
+        let mac = Self.code(keyedMAC, payload)
         var signed = payload
         signed.append(UInt8(ascii: "."))
         signed.append(contentsOf: Base64URL.encode(Array(mac)))
@@ -153,7 +160,8 @@ public struct ViewerTicketSigner: Sendable {
         guard bytes.count <= 4096, let dot = bytes.firstIndex(of: UInt8(ascii: ".")) else { throw .malformed }
         let signed = bytes[..<dot]
         guard let mac = Base64URL.decode(bytes[(dot + 1)...]), mac.count == SHA256.byteCount else { throw .malformed }
-        guard ([key] + previousKeys).contains(where: { HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: $0) }) else {
+        // HashedAuthenticationCode's == compares in constant time.
+        guard Self.code(keyedMAC, signed) == mac || previousKeyedMACs.contains(where: { Self.code($0, signed) == mac }) else {
             throw .badSignature
         }
         guard let payload = Base64URL.decode(signed), let ticket = ViewerTicket(payload: payload) else { throw .malformed }

@@ -18,6 +18,8 @@ public struct AppConfiguration: Sendable {
     public var databaseURL: String?
     public var dataDirectory: URL
     public var databasePoolSize: Int
+    /// Connections heartbeat batches may hold at once (group commit, see `HeartbeatBatcher`).
+    public var heartbeatBatchConnections: Int
     public var databaseConnectTimeoutSeconds: Int
     public var migrationsDirectory: URL
     public var logLevel: Logger.Level
@@ -66,6 +68,10 @@ public struct AppConfiguration: Sendable {
         databaseURL = reader.optionalString("DATABASE_URL")
         dataDirectory = URL(fileURLWithPath: reader.string("DATA_DIR", default: ".whoslooking"))
         databasePoolSize = try reader.integer("DATABASE_POOL_SIZE", default: 8, in: 1...200)
+        heartbeatBatchConnections = try reader.integer("HEARTBEAT_BATCH_CONNECTIONS", default: min(2, databasePoolSize), in: 1...200)
+        guard heartbeatBatchConnections <= databasePoolSize else {
+            throw Invalid(variable: "HEARTBEAT_BATCH_CONNECTIONS", reason: "must not exceed DATABASE_POOL_SIZE (\(databasePoolSize)), got \(heartbeatBatchConnections)")
+        }
         databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
         migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultProjectFolder("Migrations"))
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)

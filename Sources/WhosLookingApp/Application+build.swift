@@ -46,7 +46,9 @@ struct AppParts {
         self.logger = logger
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
-        presence = PresenceRepository(pool: pool, ttl: Double(configuration.viewerTTLSeconds))
+        presence = PresenceRepository(
+            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections
+        )
         userDetails = UserDetailsRepository(
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
         )
