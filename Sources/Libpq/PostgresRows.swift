@@ -6,17 +6,17 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
     }
 
     /// Where one cell's bytes sit in `storage`; a negative length is NULL.
-    struct Cell: Sendable {
-        var offset: Int
-        var length: Int
+    @usableFromInline struct Cell: Sendable {
+        @usableFromInline var offset: Int
+        @usableFromInline var length: Int
     }
 
     public let columns: [Column]
     /// Rows touched by INSERT/UPDATE/DELETE (from the command tag), or rows returned.
     public let affectedRows: Int
-    let cells: [Cell]
-    let storage: [UInt8]
-    let columnIndex: [String: Int]
+    @usableFromInline let cells: [Cell]
+    @usableFromInline let storage: [UInt8]
+    @usableFromInline let columnIndex: [String: Int]
 
     init(columns: [Column], affectedRows: Int, cells: [Cell], storage: [UInt8]) {
         self.columns = columns
@@ -35,10 +35,12 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
     public subscript(position: Int) -> PostgresRow { PostgresRow(rows: self, index: position) }
 }
 
-/// One row; read its columns by name or position into Swift types.
+/// One row; read its columns by name or position into Swift types. The decoding methods are
+/// inlinable so callers get them specialized for the types they read: generic ones, across the
+/// module boundary, showed up in the heartbeat's profile.
 public struct PostgresRow: Sendable {
-    let rows: PostgresRows
-    let index: Int
+    @usableFromInline let rows: PostgresRows
+    @usableFromInline let index: Int
 
     public var columnCount: Int { rows.columns.count }
 
@@ -47,11 +49,13 @@ public struct PostgresRow: Sendable {
     }
 
     /// Reads a column that may be NULL.
+    @inlinable
     public func decode<Value: PostgresDecodable>(_ type: Value?.Type, _ column: String) throws -> Value? {
         try decodeOptional(Value.self, at: position(of: column))
     }
 
     /// Reads a column that must not be NULL.
+    @inlinable
     public func decode<Value: PostgresDecodable>(_ type: Value.Type, _ column: String) throws -> Value {
         let position = try position(of: column)
         guard let value = try decodeOptional(Value.self, at: position) else {
@@ -60,10 +64,12 @@ public struct PostgresRow: Sendable {
         return value
     }
 
+    @inlinable
     public func decode<Value: PostgresDecodable>(_ type: Value?.Type, at position: Int) throws -> Value? {
         try decodeOptional(Value.self, at: position)
     }
 
+    @inlinable
     public func decode<Value: PostgresDecodable>(_ type: Value.Type, at position: Int) throws -> Value {
         guard let value = try decodeOptional(Value.self, at: position) else {
             throw PostgresError(.decoding, message: "column \(position) is NULL, expected \(Value.self)")
@@ -71,21 +77,24 @@ public struct PostgresRow: Sendable {
         return value
     }
 
-    private func position(of column: String) throws -> Int {
+    @usableFromInline
+    func position(of column: String) throws -> Int {
         guard let position = rows.columnIndex[column] else {
             throw PostgresError(.decoding, message: "no column \"\(column)\" in the result")
         }
         return position
     }
 
-    private func cellIndex(_ position: Int) throws -> Int {
+    @usableFromInline
+    func cellIndex(_ position: Int) throws -> Int {
         guard position >= 0, position < rows.columns.count else {
             throw PostgresError(.decoding, message: "no column \(position) in a result of \(rows.columns.count)")
         }
         return index * rows.columns.count + position
     }
 
-    private func decodeOptional<Value: PostgresDecodable>(_: Value.Type, at position: Int) throws -> Value? {
+    @inlinable
+    func decodeOptional<Value: PostgresDecodable>(_: Value.Type, at position: Int) throws -> Value? {
         let cell = rows.cells[try cellIndex(position)]
         guard cell.length >= 0 else { return nil }
         let column = rows.columns[position]
