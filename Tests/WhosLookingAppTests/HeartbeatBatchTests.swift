@@ -1,0 +1,105 @@
+import Foundation
+import Libpq
+@testable import Presence
+import Synchronization
+import TestSupport
+import Testing
+
+/// Group commit against a real PostgreSQL: heartbeats arriving together share a statement,
+/// and each still gets exactly its own issue's answer.
+@Suite("Heartbeat batches")
+struct HeartbeatBatchTests {
+    static func withViewersDatabase(_ body: (PostgresPool) async throws -> Void) async throws {
+        try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
+            try await Migrator(directory: URL(fileURLWithPath: TestApp.migrations)).migrate(pool: pool, logger: TestDatabase.logger)
+            try await pool.query("""
+                INSERT INTO tenants (client_key, base_url, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
+                VALUES ('jira:a', 'https://a.atlassian.net', '\\x00', 'k', 'installed', now(), now()),
+                       ('jira:b', 'https://b.atlassian.net', '\\x00', 'k', 'installed', now(), now()),
+                       ('jira:gone', 'https://gone.atlassian.net', NULL, NULL, 'uninstalled', now(), now())
+                """)
+            try await body(pool)
+        }
+    }
+
+    static func heartbeat(_ tenant: String, _ issue: String, _ account: String, tab: String = "tab") -> HeartbeatBatcher.Heartbeat {
+        .init(viewer: ViewerKey(tenant: tenant, issueID: issue, accountID: account, tabID: tab), issueKey: "K-\(issue)")
+    }
+
+    @Test func concurrentHeartbeatsShareStatementsAndEachGetsItsOwnIssue() async throws {
+        try await Self.withViewersDatabase { pool in
+            let batchSizes = Mutex<[Int]>([])
+            let batcher = HeartbeatBatcher(maxConcurrentBatches: 1, maxBatchSize: 16) { heartbeats in
+                batchSizes.withLock { $0.append(heartbeats.count) }
+                return try await PresenceRepository.record(heartbeats, pool: pool, ttl: 30)
+            }
+            // 60 viewers over 6 issues of two tenants (same issue ids in both), plus one of an
+            // uninstalled tenant and a tab that beats twice at once.
+            var heartbeats: [HeartbeatBatcher.Heartbeat] = []
+            for index in 0..<60 {
+                heartbeats.append(Self.heartbeat(index % 2 == 0 ? "jira:a" : "jira:b", "\(index % 3)", "account-\(index)"))
+            }
+            heartbeats.append(Self.heartbeat("jira:gone", "0", "account-ghost"))
+            heartbeats.append(Self.heartbeat("jira:a", "0", "account-0"))
+
+            let answers = try await withThrowingTaskGroup(of: (HeartbeatBatcher.Heartbeat, [Viewer]?).self) { group in
+                for heartbeat in heartbeats {
+                    group.addTask { (heartbeat, try await batcher.record(heartbeat)) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.count == heartbeats.count)
+            let sizes = batchSizes.withLock { $0 }
+            #expect(sizes.reduce(0, +) == heartbeats.count)
+            #expect(sizes.count < heartbeats.count, "heartbeats arriving together share a statement: \(sizes)")
+            #expect(sizes.allSatisfy { $0 <= 16 }, "no batch is larger than asked: \(sizes)")
+
+            for (heartbeat, viewers) in answers {
+                let viewer = heartbeat.viewer
+                guard viewer.tenant != "jira:gone" else {
+                    #expect(viewers == nil, "an uninstalled site's heartbeat records nothing")
+                    continue
+                }
+                let listed = try #require(viewers).map(\.accountID)
+                #expect(listed.contains(viewer.accountID), "a heartbeat's answer includes itself")
+                // Everyone listed beat on this tenant's issue: nothing leaks across issues or sites.
+                let expected = (0..<60).filter { ($0 % 2 == 0 ? "jira:a" : "jira:b") == viewer.tenant && "\($0 % 3)" == viewer.issueID }
+                #expect(Set(listed).isSubset(of: Set(expected.map { "account-\($0)" })), "\(viewer.tenant) issue \(viewer.issueID): \(listed)")
+                #expect(Set(listed).count == listed.count, "one entry per person")
+            }
+            let rows = try await pool.query("SELECT client_key, count(*) AS n FROM viewers GROUP BY client_key ORDER BY client_key")
+            #expect(try rows.map { "\(try $0.decode(String.self, "client_key"))=\(try $0.decode(Int.self, "n"))" } == ["jira:a=30", "jira:b=30"])
+        }
+    }
+
+    @Test func theLastHeartbeatOfABatchSeesEveryoneBeforeIt() async throws {
+        try await Self.withViewersDatabase { pool in
+            let repository = PresenceRepository(pool: pool, ttl: 30, maxConcurrentBatches: 1)
+            for index in 0..<5 {
+                _ = try await repository.heartbeat(ViewerKey(tenant: "jira:a", issueID: "7", accountID: "account-\(index)", tabID: "t"), issueKey: "K-7")
+            }
+            let listed = try #require(try await repository.heartbeat(
+                ViewerKey(tenant: "jira:a", issueID: "7", accountID: "account-late", tabID: "t"), issueKey: "K-7"
+            ))
+            #expect(Set(listed.map(\.accountID)) == Set((0..<5).map { "account-\($0)" } + ["account-late"]))
+        }
+    }
+
+    @Test func aFailingBatchFailsItsHeartbeatsAndTheNextBatchStillRuns() async throws {
+        try await Self.withViewersDatabase { pool in
+            let calls = Mutex(0)
+            let batcher = HeartbeatBatcher(maxConcurrentBatches: 1, maxBatchSize: 64) { heartbeats in
+                let call = calls.withLock { count in
+                    count += 1
+                    return count
+                }
+                // The first batch reaches the database with a statement it refuses.
+                if call == 1 { try await pool.query("SELECT 1/0 AS boom") }
+                return try await PresenceRepository.record(heartbeats, pool: pool, ttl: 30)
+            }
+            await #expect(throws: PostgresError.self) { try await batcher.record(Self.heartbeat("jira:a", "1", "account-1")) }
+            let listed = try await batcher.record(Self.heartbeat("jira:a", "1", "account-2"))
+            #expect(listed?.map(\.accountID) == ["account-2"], "the failed heartbeat wrote nothing; the next one works")
+        }
+    }
+}
