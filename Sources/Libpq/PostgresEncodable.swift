@@ -110,30 +110,36 @@ extension Optional where Wrapped: PostgresEncodable {
 }
 
 /// A `text[]` parameter, for `column = ANY(\(array))` or `unnest(\(array))`: one statement
-/// instead of one per value. Sent in the binary array format, so values need no quoting.
+/// instead of one per value. Sent in the binary array format, so values need no quoting; nil
+/// elements are NULLs.
 public struct PostgresTextArray: PostgresEncodable, Hashable {
-    public var values: [String]
-    public init(_ values: [String]) { self.values = values }
+    public var values: [String?]
+    public init(_ values: [String?]) { self.values = values }
 
     public static var postgresType: PostgresType { PostgresType(rawValue: 1009) }
 
-    /// One dimension, no NULLs, element type text (OID 25), lower bound 1, then each element's
-    /// length and UTF-8 bytes (all integers big-endian).
+    /// Dimensions, a has-NULLs flag, element type text (OID 25), the length and lower bound (1)
+    /// of the one dimension, then each element's length (-1 for NULL) and UTF-8 bytes; all
+    /// integers big-endian.
     public var postgresBytes: [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(20 + values.reduce(0) { $0 + 4 + $1.utf8.count })
+        bytes.reserveCapacity(20 + values.reduce(0) { $0 + 4 + ($1?.utf8.count ?? 0) })
         func append(_ value: Int32) {
             withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
         }
         // An empty array has no dimensions at all.
         append(values.isEmpty ? 0 : 1)
-        append(0)
+        append(values.contains(nil) ? 1 : 0)
         append(25)
         if !values.isEmpty {
             append(Int32(values.count))
             append(1)
         }
         for value in values {
+            guard let value else {
+                append(-1)
+                continue
+            }
             append(Int32(value.utf8.count))
             bytes.append(contentsOf: value.utf8)
         }

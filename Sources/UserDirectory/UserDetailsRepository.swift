@@ -24,48 +24,41 @@ public struct UserDetailsRepository: Sendable {
         return Set(try rows.map { try $0.decode(String.self, "account_id") })
     }
 
-    /// Stores what Jira returned: people with their details, other accounts as `not_person` without any.
+    /// Stores what Jira returned, in one statement: people with their details, other accounts
+    /// as `not_person` without any. Each row's expiry gets its own jitter.
     public func store(tenant: String, users: [JiraUser], fetchedAt: Date = Date()) async throws {
-        guard !users.isEmpty else { return }
-        try await pool.transaction { connection in
-            for user in users where user.accountId != unknownAccountID {
-                let expires = fetchedAt.addingTimeInterval(ttl * Double.random(in: 1.0...1.1))
-                if user.isPerson {
-                    try await connection.query("""
-                        INSERT INTO user_details (client_key, account_id, status, display_name, avatar_url, account_type, active, fetched_at, expires_at)
-                        VALUES (\(tenant), \(user.accountId), 'found', \(user.displayName), \(user.avatarURL), \(user.accountType), \(user.active), \(fetchedAt), \(expires))
-                        ON CONFLICT (client_key, account_id) DO UPDATE SET
-                            status = 'found', display_name = EXCLUDED.display_name, avatar_url = EXCLUDED.avatar_url,
-                            account_type = EXCLUDED.account_type, active = EXCLUDED.active,
-                            fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at
-                        """)
-                } else {
-                    try await connection.query("""
-                        INSERT INTO user_details (client_key, account_id, status, account_type, fetched_at, expires_at)
-                        VALUES (\(tenant), \(user.accountId), 'not_person', \(user.accountType), \(fetchedAt), \(expires))
-                        ON CONFLICT (client_key, account_id) DO UPDATE SET
-                            status = 'not_person', display_name = NULL, avatar_url = NULL, active = NULL,
-                            account_type = EXCLUDED.account_type, fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at
-                        """)
-                }
-            }
-        }
+        // One row per account (ON CONFLICT cannot touch a row twice in one statement); the last word wins.
+        var latest: [String: JiraUser] = [:]
+        for user in users where user.accountId != unknownAccountID { latest[user.accountId] = user }
+        let rows = Array(latest.values)
+        guard !rows.isEmpty else { return }
+        try await pool.query("""
+            INSERT INTO user_details (client_key, account_id, status, display_name, avatar_url, account_type, active, fetched_at, expires_at)
+            SELECT \(tenant), u.account_id, u.status, u.display_name, u.avatar_url, u.account_type, u.active::boolean, \(fetchedAt),
+                   \(fetchedAt) + make_interval(secs => \(ttl) * (1 + random() * 0.1))
+            FROM unnest(
+                \(PostgresTextArray(rows.map(\.accountId))), \(PostgresTextArray(rows.map { $0.isPerson ? "found" : "not_person" })),
+                \(PostgresTextArray(rows.map { $0.isPerson ? $0.displayName : nil })), \(PostgresTextArray(rows.map { $0.isPerson ? $0.avatarURL : nil })),
+                \(PostgresTextArray(rows.map(\.accountType))), \(PostgresTextArray(rows.map { user in user.isPerson ? user.active.map { "\($0)" } : nil }))
+            ) AS u(account_id, status, display_name, avatar_url, account_type, active)
+            ON CONFLICT (client_key, account_id) DO UPDATE SET
+                status = EXCLUDED.status, display_name = EXCLUDED.display_name, avatar_url = EXCLUDED.avatar_url,
+                account_type = EXCLUDED.account_type, active = EXCLUDED.active,
+                fetched_at = EXCLUDED.fetched_at, expires_at = EXCLUDED.expires_at
+            """)
     }
 
     /// Remembers accounts Jira did not return, so they are not asked for at every heartbeat.
     /// Details already known stay (a hiccup must not blank a name) but wait as long before a retry.
     public func storeMissing(tenant: String, accountIDs: [String], at now: Date = Date()) async throws {
-        guard !accountIDs.isEmpty else { return }
-        try await pool.transaction { connection in
-            for accountID in accountIDs where accountID != unknownAccountID {
-                let expires = now.addingTimeInterval(missingTTL * Double.random(in: 1.0...1.1))
-                try await connection.query("""
-                    INSERT INTO user_details (client_key, account_id, status, fetched_at, expires_at)
-                    VALUES (\(tenant), \(accountID), 'missing', \(now), \(expires))
-                    ON CONFLICT (client_key, account_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-                    """)
-            }
-        }
+        let accounts = Array(Set(accountIDs.filter { $0 != unknownAccountID }))
+        guard !accounts.isEmpty else { return }
+        try await pool.query("""
+            INSERT INTO user_details (client_key, account_id, status, fetched_at, expires_at)
+            SELECT \(tenant), account_id, 'missing', \(now), \(now) + make_interval(secs => \(missingTTL) * (1 + random() * 0.1))
+            FROM unnest(\(PostgresTextArray(accounts))) AS account_id
+            ON CONFLICT (client_key, account_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+            """)
     }
 
     public func details(tenant: String, accountID: String) async throws -> (status: String, displayName: String?, avatarURL: String?)? {

@@ -139,6 +139,8 @@ struct ArrayParameterTests {
             let empty = try await pool.query("SELECT cardinality(\(PostgresTextArray([]))) AS n, 'x' = ANY(\(PostgresTextArray([]))) AS hit")
             #expect(try empty[0].decode(Int32.self, "n") == 0)
             #expect(try !empty[0].decode(Bool.self, "hit"))
+            let withNulls = try await pool.query("SELECT v FROM unnest(\(PostgresTextArray(["a", nil, "", nil]))) WITH ORDINALITY AS u(v, n) ORDER BY n")
+            #expect(try withNulls.map { try $0.decode(String?.self, "v") } == ["a", nil, "", nil])
         }
     }
 }
