@@ -89,21 +89,15 @@ extension DevHost {
         return installation.appBase + path + separator + "jwt=" + iframeToken
     }
 
-    /// Checks an app request's JWT: HS256 with the shared secret, `iss` = app key, qsh, expiry.
+    /// Checks an app request's JWT as Jira would (`AppRequestCheck`).
     func verifyAppRequest(_ request: Request) async -> Bool {
-        guard let installation = await state.installation,
-              let header = request.headers[.authorization], header.hasPrefix("JWT ")
-        else { return false }
-        let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
-        guard let claims = try? await keys.verify(String(header.dropFirst(4)), as: ConnectClaims.self) else {
-            logger.warning("app request with a bad signature", metadata: ["path": "\(request.uri.path)"])
-            return false
-        }
-        let expected = CanonicalRequest(method: request.method.rawValue, target: request.uri.description).qsh
-        let fresh = (claims.exp ?? 0) >= Date().timeIntervalSince1970
-        guard claims.iss == installation.appKey, claims.qsh == expected, fresh else {
-            logger.warning("app request refused", metadata: ["path": "\(request.uri.path)", "issuer": "\(claims.iss)", "qshMatches": "\(claims.qsh == expected)", "fresh": "\(fresh)"])
+        guard let installation = await state.installation else { return false }
+        let result = await AppRequestCheck.verify(
+            authorization: request.headers[.authorization], method: request.method.rawValue, target: request.uri.description,
+            sharedSecret: installation.sharedSecret, appKey: installation.appKey
+        )
+        if case .failure(let failure) = result {
+            logger.warning("app request refused", metadata: ["path": "\(request.uri.path)", "reason": "\(failure)"])
             return false
         }
         return true

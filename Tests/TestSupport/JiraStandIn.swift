@@ -3,7 +3,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOFoundationCompat
-import JWTKit
 
 /// A local Jira Cloud site (several, one per path prefix `/{site}`) and Atlassian's personal data
 /// reporting API, over real HTTP. Every request's JWT is checked with jwt-kit (not the app's
@@ -75,21 +74,14 @@ public actor JiraStandIn {
         return try await LiveServer.run(router: router) { port in try await body("http://127.0.0.1:\(port)") }
     }
 
-    /// Checks the request's JWT against `secret`, with the qsh relative to `basePath`.
+    /// Checks the request's JWT as Jira would (`AppRequestCheck`), with the qsh relative to `basePath`.
     private func verify(_ request: Request, secret: String, basePath: String) async -> Bool {
-        guard let header = request.headers[.authorization], header.hasPrefix("JWT ") else {
-            unverified.append("\(request.uri): no JWT")
-            return false
-        }
-        let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        guard let claims = try? await keys.verify(String(header.dropFirst(4)), as: ConnectClaims.self) else {
-            unverified.append("\(request.uri): bad signature")
-            return false
-        }
-        let expected = CanonicalRequest(method: request.method.rawValue, target: request.uri.description, basePath: basePath).qsh
-        guard claims.iss == Self.appKey, claims.qsh == expected, let exp = claims.exp, exp > Date().timeIntervalSince1970 else {
-            unverified.append("\(request.uri): claims iss=\(claims.iss) qsh ok=\(claims.qsh == expected)")
+        let result = await AppRequestCheck.verify(
+            authorization: request.headers[.authorization], method: request.method.rawValue, target: request.uri.description,
+            basePath: basePath, sharedSecret: secret, appKey: Self.appKey
+        )
+        if case .failure(let failure) = result {
+            unverified.append("\(request.uri): \(failure)")
             return false
         }
         return true
