@@ -47,7 +47,8 @@ struct AppParts {
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
         presence = PresenceRepository(
-            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections
+            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections,
+            listCacheAge: .milliseconds(configuration.viewerListCacheMilliseconds)
         )
         userDetails = UserDetailsRepository(
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
