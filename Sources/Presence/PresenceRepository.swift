@@ -7,19 +7,14 @@ public struct PresenceRepository: Sendable {
     /// A viewer unseen for longer is not listed, swept or not.
     public let ttl: TimeInterval
     private let batcher: HeartbeatBatcher
-    private let listCache: ViewerListCache?
 
     /// `maxConcurrentBatches`: connections heartbeats may hold at once (the rest of the pool
     /// stays free for everything else); heartbeats arriving meanwhile wait and go together.
-    /// `listCacheAge`: how long an issue's list read from the database answers other heartbeats
-    /// on that issue (`ViewerListCache`); zero reads every list.
-    public init(pool: PostgresPool, ttl: TimeInterval, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256, listCacheAge: Duration = .zero) {
+    public init(pool: PostgresPool, ttl: TimeInterval, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256) {
         self.pool = pool
         self.ttl = ttl
-        let listCache = listCacheAge > .zero ? ViewerListCache(maxAge: listCacheAge) : nil
-        self.listCache = listCache
         batcher = HeartbeatBatcher(maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize) { [pool] heartbeats in
-            try await Self.record(heartbeats, pool: pool, ttl: ttl, cache: listCache)
+            try await Self.record(heartbeats, pool: pool, ttl: ttl)
         }
     }
 
@@ -31,11 +26,8 @@ public struct PresenceRepository: Sendable {
     }
 
     /// One statement for a batch of heartbeats: upserts them all, then lists every issue they
-    /// touch that `cache` cannot answer. Answers each issue's viewers; an issue whose tenant is
-    /// not installed is absent.
-    static func record(
-        _ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, ttl: TimeInterval, cache: ViewerListCache? = nil
-    ) async throws -> [IssueRef: [Viewer]] {
+    /// touch. Answers each issue's viewers; an issue whose tenant is not installed is absent.
+    static func record(_ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, ttl: TimeInterval) async throws -> [IssueRef: [Viewer]] {
         // Sorted and without repeats: ON CONFLICT cannot touch one row twice in a statement,
         // and batches that lock rows in one order cannot deadlock each other.
         let ordered = heartbeats.sorted { left, right in
@@ -47,30 +39,13 @@ public struct PresenceRepository: Sendable {
         for heartbeat in ordered where unique.last?.viewer != heartbeat.viewer {
             unique.append(heartbeat)
         }
-        // A cached list answers an issue only if it already lists every person beating on it
-        // here, so each answer still includes its own heartbeat.
-        var cached: [IssueRef: [Viewer]] = [:]
-        var toList: Set<IssueRef> = []
-        if let cache {
-            for heartbeat in unique {
-                let issue = IssueRef(heartbeat.viewer)
-                guard !toList.contains(issue) else { continue }
-                if let list = cached[issue] ?? cache.viewers(of: issue), list.contains(where: { $0.accountID == heartbeat.viewer.accountID }) {
-                    cached[issue] = list
-                } else {
-                    cached[issue] = nil
-                    toList.insert(issue)
-                }
-            }
-        }
-        let listing = unique.map { cache == nil || toList.contains(IssueRef($0.viewer)) ? "t" : "f" }
         let query: PostgresQuery = """
             WITH input AS (
                 SELECT * FROM unnest(
                     \(PostgresTextArray(unique.map(\.viewer.tenant))), \(PostgresTextArray(unique.map(\.viewer.issueID))),
                     \(PostgresTextArray(unique.map(\.issueKey))), \(PostgresTextArray(unique.map(\.viewer.accountID))),
-                    \(PostgresTextArray(unique.map(\.viewer.tabID))), \(PostgresTextArray(listing))
-                ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, list, position)
+                    \(PostgresTextArray(unique.map(\.viewer.tabID)))
+                ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, position)
             ), installed AS (
                 SELECT * FROM input i
                 WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed')
@@ -83,7 +58,7 @@ public struct PresenceRepository: Sendable {
             ), listed AS (
                 -- The rows just written are not visible here (same snapshot): they come from RETURNING.
                 SELECT v.client_key, v.issue_id, v.account_id, v.first_seen, v.last_seen
-                FROM (SELECT DISTINCT client_key, issue_id FROM installed WHERE list = 't') issue
+                FROM (SELECT DISTINCT client_key, issue_id FROM installed) issue
                 JOIN viewers v ON v.client_key = issue.client_key AND v.issue_id = issue.issue_id
                 WHERE v.last_seen > now() - make_interval(secs => \(ttl))
                 UNION ALL
@@ -112,25 +87,6 @@ public struct PresenceRepository: Sendable {
             let issue = IssueRef(tenant: try row.decode(String.self, "client_key"), issueID: try row.decode(String.self, "issue_id"))
             listed[issue, default: []].append(try viewer(row))
         }
-        guard let cache else { return listed }
-        cache.store(listed.filter { toList.contains($0.key) })
-        // An issue answered from the cache came back with only its heartbeats' own rows (absent
-        // if the site is gone): fresh for those people, the cached list for everyone else.
-        let oldest = Date().addingTimeInterval(-ttl)
-        for (issue, list) in cached {
-            guard let own = listed[issue] else { continue }
-            var merged = list.filter { $0.lastSeen > oldest }
-            for fresh in own {
-                if let index = merged.firstIndex(where: { $0.accountID == fresh.accountID }) {
-                    let since = min(merged[index].since, fresh.since)
-                    merged[index] = fresh
-                    merged[index].since = since
-                } else {
-                    merged.append(fresh)
-                }
-            }
-            listed[issue] = merged
-        }
         return listed
     }
 
@@ -150,7 +106,6 @@ public struct PresenceRepository: Sendable {
 
     /// A tab left: forget it. The user stays listed while another tab of theirs heartbeats.
     public func leave(_ viewer: ViewerKey) async throws {
-        defer { listCache?.invalidate(IssueRef(viewer)) }
         try await pool.query("""
             DELETE FROM viewers
             WHERE client_key = \(viewer.tenant) AND issue_id = \(viewer.issueID)

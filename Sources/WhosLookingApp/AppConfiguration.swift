@@ -37,8 +37,6 @@ public struct AppConfiguration: Sendable {
     public var pollIntervalSeconds: Int
     /// A viewer unseen this long is no longer listed.
     public var viewerTTLSeconds: Int
-    /// How long an issue's list read from the database also answers other heartbeats on it.
-    public var viewerListCacheMilliseconds: Int
     /// How often expired viewers are deleted.
     public var sweepIntervalSeconds: Int
     /// Atlassian's iframe bridge script.
@@ -97,10 +95,6 @@ public struct AppConfiguration: Sendable {
         guard viewerTTLSeconds > pollIntervalSeconds else {
             throw Invalid(variable: "VIEWER_TTL_SECONDS", reason: "must be longer than POLL_INTERVAL_SECONDS (\(pollIntervalSeconds)), or every viewer flickers out between heartbeats")
         }
-        // At most a tenth of the poll interval: a new viewer still shows up well within one poll.
-        viewerListCacheMilliseconds = try reader.integer(
-            "VIEWER_LIST_CACHE_MILLISECONDS", default: min(1000, pollIntervalSeconds * 100), in: 0...(pollIntervalSeconds * 100)
-        )
         sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
         allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
         publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))

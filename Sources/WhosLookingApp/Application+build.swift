@@ -47,8 +47,7 @@ struct AppParts {
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
         presence = PresenceRepository(
-            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections,
-            listCacheAge: .milliseconds(configuration.viewerListCacheMilliseconds)
+            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections
         )
         userDetails = UserDetailsRepository(
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)

@@ -102,47 +102,4 @@ struct HeartbeatBatchTests {
             #expect(listed?.map(\.accountID) == ["account-2"], "the failed heartbeat wrote nothing; the next one works")
         }
     }
-
-    @Test func aRecentListAnswersTheIssueButNeverHidesTheHeartbeatItself() async throws {
-        try await Self.withViewersDatabase { pool in
-            let repository = PresenceRepository(pool: pool, ttl: 30, maxConcurrentBatches: 1, listCacheAge: .seconds(60))
-            func beat(_ account: String) async throws -> [String] {
-                let viewers = try await repository.heartbeat(ViewerKey(tenant: "jira:a", issueID: "9", accountID: account, tabID: "t"), issueKey: "K-9")
-                return try #require(viewers).map(\.accountID).sorted()
-            }
-            #expect(try await beat("alice") == ["alice"])
-            // Another instance records carol: not in this instance's cached list yet.
-            try await pool.query("INSERT INTO viewers VALUES ('jira:a', '9', 'K-9', 'carol', 't', now(), now())")
-            #expect(try await beat("alice") == ["alice"], "answered from the list read a moment ago")
-            // Someone the cached list does not have makes the issue be read again.
-            #expect(try await beat("bob") == ["alice", "bob", "carol"])
-            #expect(try await beat("alice") == ["alice", "bob", "carol"])
-            // A tab leaving through this instance is forgotten at once.
-            try await repository.leave(ViewerKey(tenant: "jira:a", issueID: "9", accountID: "bob", tabID: "t"))
-            #expect(try await beat("alice") == ["alice", "carol"])
-            #expect(try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 2, "every heartbeat still wrote its row")
-        }
-    }
-
-    @Test func aCachedViewerPastTheTTLIsNotListed() async throws {
-        try await Self.withViewersDatabase { pool in
-            let repository = PresenceRepository(pool: pool, ttl: 1, maxConcurrentBatches: 1, listCacheAge: .seconds(60))
-            let alice = ViewerKey(tenant: "jira:a", issueID: "5", accountID: "alice", tabID: "t")
-            _ = try await repository.heartbeat(alice, issueKey: "K-5")
-            _ = try await repository.heartbeat(ViewerKey(tenant: "jira:a", issueID: "5", accountID: "bob", tabID: "t"), issueKey: "K-5")
-            try await Task.sleep(for: .milliseconds(1300))
-            let listed = try await repository.heartbeat(alice, issueKey: "K-5")
-            #expect(listed?.map(\.accountID) == ["alice"], "bob's last heartbeat is older than the TTL")
-        }
-    }
-
-    @Test func aCachedListNeverAnswersForAnUninstalledSite() async throws {
-        try await Self.withViewersDatabase { pool in
-            let repository = PresenceRepository(pool: pool, ttl: 30, maxConcurrentBatches: 1, listCacheAge: .seconds(60))
-            let alice = ViewerKey(tenant: "jira:a", issueID: "3", accountID: "alice", tabID: "t")
-            #expect(try await repository.heartbeat(alice, issueKey: "K-3")?.map(\.accountID) == ["alice"])
-            try await pool.query("UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL WHERE client_key = 'jira:a'")
-            #expect(try await repository.heartbeat(alice, issueKey: "K-3") == nil)
-        }
-    }
 }
