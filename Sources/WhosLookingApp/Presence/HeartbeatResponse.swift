@@ -44,8 +44,8 @@ extension ByteBuffer {
     /// everything else as UTF-8.
     mutating func writeJSONString(_ value: String) {
         writeInteger(UInt8(ascii: "\""))
-        var pendingStart = value.utf8.startIndex
         let utf8 = value.utf8
+        var pendingStart = utf8.startIndex
         var index = utf8.startIndex
         while index != utf8.endIndex {
             let byte = utf8[index]
@@ -58,10 +58,9 @@ extension ByteBuffer {
                 case UInt8(ascii: "\r"): writeStaticString(#"\r"#)
                 case UInt8(ascii: "\t"): writeStaticString(#"\t"#)
                 default:
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
                     writeStaticString(#"\u00"#)
-                    writeInteger(hex[Int(byte >> 4)])
-                    writeInteger(hex[Int(byte & 0xF)])
+                    writeInteger(Self.hexDigits[Int(byte >> 4)])
+                    writeInteger(Self.hexDigits[Int(byte & 0xF)])
                 }
                 pendingStart = utf8.index(after: index)
             }
@@ -70,4 +69,6 @@ extension ByteBuffer {
         writeBytes(utf8[pendingStart..<index])
         writeInteger(UInt8(ascii: "\""))
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 }
