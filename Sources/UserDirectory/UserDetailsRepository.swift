@@ -27,10 +27,11 @@ public struct UserDetailsRepository: Sendable {
     /// Stores what Jira returned, in one statement: people with their details, other accounts
     /// as `not_person` without any. Each row's expiry gets its own jitter.
     public func store(tenant: String, users: [JiraUser], fetchedAt: Date = Date()) async throws {
-        // One row per account (ON CONFLICT cannot touch a row twice in one statement); the last word wins.
+        // One row per account (ON CONFLICT cannot touch a row twice in one statement), the last
+        // word winning, in account order so concurrent writers lock rows in the same order.
         var latest: [String: JiraUser] = [:]
         for user in users where user.accountId != unknownAccountID { latest[user.accountId] = user }
-        let rows = Array(latest.values)
+        let rows = latest.values.sorted { $0.accountId < $1.accountId }
         guard !rows.isEmpty else { return }
         try await pool.query("""
             INSERT INTO user_details (client_key, account_id, status, display_name, avatar_url, account_type, active, fetched_at, expires_at)
@@ -51,7 +52,7 @@ public struct UserDetailsRepository: Sendable {
     /// Remembers accounts Jira did not return, so they are not asked for at every heartbeat.
     /// Details already known stay (a hiccup must not blank a name) but wait as long before a retry.
     public func storeMissing(tenant: String, accountIDs: [String], at now: Date = Date()) async throws {
-        let accounts = Array(Set(accountIDs.filter { $0 != unknownAccountID }))
+        let accounts = Set(accountIDs.filter { $0 != unknownAccountID }).sorted()
         guard !accounts.isEmpty else { return }
         try await pool.query("""
             INSERT INTO user_details (client_key, account_id, status, fetched_at, expires_at)
