@@ -10,8 +10,7 @@ import Testing
 @Suite("Heartbeat batches")
 struct HeartbeatBatchTests {
     static func withViewersDatabase(_ body: (PostgresPool) async throws -> Void) async throws {
-        try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
-            try await Migrator(directory: URL(fileURLWithPath: TestApp.migrations)).migrate(pool: pool, logger: TestDatabase.logger)
+        try await TestApp.withMigratedPool { pool in
             try await pool.query("""
                 INSERT INTO tenants (client_key, base_url, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
                 VALUES ('jira:a', 'https://a.atlassian.net', '\\x00', 'k', 'installed', now(), now()),

@@ -13,8 +13,7 @@ struct KeyRotationTests {
     )
 
     @Test func secretsSealedUnderThePreviousKeyAreOpenedThenResealed() async throws {
-        try await TestDatabase.withScratchPool { pool in
-            try await Migrator(directory: URL(fileURLWithPath: TestApp.migrations)).migrate(pool: pool, logger: TestDatabase.logger)
+        try await TestApp.withMigratedPool { pool in
             let oldKey = SecretBox.generateKey()
             let newKey = SecretBox.generateKey()
             try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: oldKey)).install(Self.site)

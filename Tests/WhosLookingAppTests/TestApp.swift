@@ -36,14 +36,21 @@ struct TestApp {
         return registry
     }()
 
+    /// A scratch database with the real migrations applied.
+    static func withMigratedPool<Result>(_ body: (PostgresPool) async throws -> Result) async throws -> Result {
+        try await TestDatabase.withScratchPool { pool in
+            try await Migrator(directory: URL(fileURLWithPath: migrations)).migrate(pool: pool, logger: TestDatabase.logger)
+            return try await body(pool)
+        }
+    }
+
     /// A migrated scratch database and the app over it.
     static func with<Result: Sendable>(
         environment overrides: [String: String] = [:],
         _ body: (TestApp, any ApplicationProtocol) async throws -> Result
     ) async throws -> Result {
         let configuration = try configuration(overrides)
-        return try await TestDatabase.withScratchPool { pool in
-            try await Migrator(directory: configuration.migrationsDirectory).migrate(pool: pool, logger: TestDatabase.logger)
+        return try await withMigratedPool { pool in
             let secrets = try configuration.resolveSecretBox()
             let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, metrics: metrics, logger: TestDatabase.logger)
             // The routes only: background services are started by the tests that want them.
