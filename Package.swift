@@ -61,6 +61,25 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // Forge Remote: Forge Invocation Token verification against Atlassian's JWKS, free of storage.
+        .target(
+            name: "Forge",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]
+        ),
+        // Tenants of both front doors (Connect sites, Forge installations): one table, one erase path.
+        .target(
+            name: "Tenants",
+            dependencies: [
+                "Libpq",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         // The presence domain: viewer tickets, viewers in PostgreSQL, expiry.
         .target(
             name: "Presence",
@@ -107,9 +126,12 @@ let package = Package(
                 "Libpq",
                 "EmbeddedPostgres",
                 "Connect",
+                "Forge",
+                "Tenants",
                 "Presence",
                 "UserDirectory",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -176,6 +198,8 @@ let package = Package(
             name: "WhosLookingAppTests",
             dependencies: [
                 "WhosLookingApp",
+                "Forge",
+                "Tenants",
                 "Presence",
                 "UserDirectory",
                 "Connect",

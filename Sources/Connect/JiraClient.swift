@@ -5,7 +5,23 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 
-/// Calls a tenant's Jira REST API as the app, every request signed and bounded in time.
+/// How the app proves itself to a site's Jira.
+public enum SiteCredentials: Sendable {
+    /// A Connect site: each request signed with its shared secret (HS256 JWT with the request's qsh).
+    case connect(baseURL: URL, sharedSecret: String)
+    /// A Forge installation: its apiBaseUrl and a system token Forge handed us (`x-forge-oauth-system`).
+    case bearer(apiBaseURL: URL, token: String)
+
+    /// Where the REST API's paths are appended.
+    public var baseURL: URL {
+        switch self {
+        case .connect(let baseURL, _): baseURL
+        case .bearer(let apiBaseURL, _): apiBaseURL
+        }
+    }
+}
+
+/// Calls a tenant's Jira REST API as the app, every request authenticated and bounded in time.
 public struct JiraClient: Sendable {
     public struct Response: Sendable {
         public var status: Int
@@ -32,7 +48,12 @@ public struct JiraClient: Sendable {
 
     /// GET `path` (beginning with `/`, relative to the tenant's baseUrl) with query items.
     public func get(tenantBaseURL: URL, sharedSecret: String, path: String, query: [URLQueryItem] = []) async throws -> Response {
-        var components = URLComponents(url: tenantBaseURL, resolvingAgainstBaseURL: false)!
+        try await get(.connect(baseURL: tenantBaseURL, sharedSecret: sharedSecret), path: path, query: query)
+    }
+
+    /// GET `path` (beginning with `/`, relative to the site's REST base URL) with query items.
+    public func get(_ site: SiteCredentials, path: String, query: [URLQueryItem] = []) async throws -> Response {
+        var components = URLComponents(url: site.baseURL, resolvingAgainstBaseURL: false)!
         components.percentEncodedPath = (components.percentEncodedPath.hasSuffix("/") ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath) + path
         if !query.isEmpty {
             // RFC 3986 encoding, the same the qsh uses, so what we send is what we hashed.
@@ -41,22 +62,37 @@ public struct JiraClient: Sendable {
                 .joined(separator: "&")
         }
         guard let url = components.url else { throw Failure(description: "cannot build a URL for \(path)") }
-        return try await send(.GET, url: url, signingBase: tenantBaseURL, sharedSecret: sharedSecret)
+        return try await send(.GET, url: url, authorization: try authorization(.GET, url: url, site: site, signingBase: site.baseURL))
     }
 
     /// POSTs JSON to an absolute URL outside the tenant's site (e.g. Atlassian's personal data
     /// reporting API), signed with the tenant's secret; the qsh path is the URL's own path.
     public func postJSON(url: URL, sharedSecret: String, body: ByteBuffer) async throws -> Response {
+        try await postJSON(url: url, credentials: .connect(baseURL: url, sharedSecret: sharedSecret), body: body)
+    }
+
+    /// POSTs JSON to an absolute URL outside the site (e.g. the personal data reporting API):
+    /// JWT-signed for a Connect site (the qsh path is the URL's own), the token as Bearer for Forge.
+    public func postJSON(url: URL, credentials: SiteCredentials, body: ByteBuffer) async throws -> Response {
         var root = URLComponents(url: url, resolvingAgainstBaseURL: false)!
         root.percentEncodedPath = ""
         root.percentEncodedQuery = nil
-        return try await send(.POST, url: url, signingBase: root.url ?? url, sharedSecret: sharedSecret, body: body)
+        return try await send(.POST, url: url, authorization: try authorization(.POST, url: url, site: credentials, signingBase: root.url ?? url), body: body)
     }
 
-    private func send(_ method: HTTPMethod, url: URL, signingBase: URL, sharedSecret: String, body: ByteBuffer? = nil) async throws -> Response {
+    private func authorization(_ method: HTTPMethod, url: URL, site: SiteCredentials, signingBase: URL) throws -> String {
+        switch site {
+        case .connect(_, let sharedSecret):
+            try signer.authorization(method: method.rawValue, url: url, tenantBaseURL: signingBase, sharedSecret: sharedSecret)
+        case .bearer(_, let token):
+            "Bearer \(token)"
+        }
+    }
+
+    private func send(_ method: HTTPMethod, url: URL, authorization: String, body: ByteBuffer? = nil) async throws -> Response {
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = method
-        request.headers.add(name: "Authorization", value: try signer.authorization(method: method.rawValue, url: url, tenantBaseURL: signingBase, sharedSecret: sharedSecret))
+        request.headers.add(name: "Authorization", value: authorization)
         request.headers.add(name: "Accept", value: "application/json")
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")

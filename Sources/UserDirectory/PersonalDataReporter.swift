@@ -83,31 +83,43 @@ public struct PersonalDataReporter: Service {
         }
     }
 
-    /// Reports every account that is due, tenant by tenant.
+    /// Reports every account that is due, tenant by tenant. A tenant that cannot be reported
+    /// now (no token yet, or its report failed) is skipped for this run; the others go on.
     public func runOnce() async throws -> Summary {
         var summary = Summary()
         let cycle = try await currentCycle()
+        var skipped: [String] = []
         while true {
-            let due = try await dueBatch(cycle: cycle)
+            let due = try await dueBatch(cycle: cycle, skipping: skipped)
             guard let tenant = due.first?.tenant else { return summary }
             let accounts = due.map { (accountID: $0.accountID, fetchedAt: $0.fetchedAt) }
-            guard let site = try await credentials(tenant) else {
-                // Uninstalled meanwhile: its details are being erased; do not report them.
+            switch try await credentials(tenant) {
+            case .uninstalled:
+                // Its details are being erased; do not report them.
                 try await markReported(tenant: tenant, accountIDs: accounts.map(\.accountID))
-                continue
+            case .waiting:
+                skipped.append(tenant)
+            case .available(let site):
+                do {
+                    try await report(tenant: tenant, site: site, accounts: accounts, summary: &summary)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    logger.warning("personal data report failed for a site; retrying next run", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                    skipped.append(tenant)
+                }
             }
-            try await report(tenant: tenant, sharedSecret: site.sharedSecret, accounts: accounts, summary: &summary)
         }
     }
 
-    private func report(tenant: String, sharedSecret: String, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary) async throws {
+    private func report(tenant: String, site: SiteCredentials, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary) async throws {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let payload = ["accounts": accounts.map { ["accountId": $0.accountID, "updatedAt": formatter.string(from: $0.fetchedAt)] }]
         let body = ByteBuffer(data: try JSONSerialization.data(withJSONObject: payload))
         while true {
             summary.requests += 1
-            let response = try await client.postJSON(url: settings.reportURL, sharedSecret: sharedSecret, body: body)
+            let response = try await client.postJSON(url: settings.reportURL, credentials: site, body: body)
             if let period = response.headers.first(name: "Cycle-Period").flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), period > 0 {
                 try await storeCycle(period)
             }
@@ -147,12 +159,13 @@ public struct PersonalDataReporter: Service {
         }
     }
 
-    /// Up to one request's worth of due accounts, all of one tenant.
-    func dueBatch(cycle: TimeInterval) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
+    /// Up to one request's worth of due accounts, all of one tenant, not one of `skipping`.
+    func dueBatch(cycle: TimeInterval, skipping: [String] = []) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
         let rows = try await pool.query("""
             WITH first_tenant AS (
                 SELECT client_key FROM user_details
                 WHERE status = 'found' AND (reported_at IS NULL OR reported_at <= now() - make_interval(secs => \(cycle)))
+                  AND client_key <> ALL(\(PostgresTextArray(skipping)))
                 ORDER BY client_key LIMIT 1
             )
             SELECT u.client_key, u.account_id, u.fetched_at FROM user_details u JOIN first_tenant f USING (client_key)

@@ -14,7 +14,16 @@ import NIOHTTP1
 /// tenant until `Retry-After`; 5xx and timeouts back off exponentially with jitter. Tenants
 /// have separate workers: one slow or failing site never delays another.
 public actor UserEnricher {
-    public typealias Credentials = @Sendable (_ tenant: String) async throws -> (baseURL: URL, sharedSecret: String)?
+    /// How a tenant's Jira can be called now.
+    public enum SiteAccess: Sendable {
+        case available(SiteCredentials)
+        /// Installed, but not callable now: a Forge installation whose last system token has
+        /// expired waits for the next heartbeat that brings one.
+        case waiting
+        case uninstalled
+    }
+
+    public typealias Credentials = @Sendable (_ tenant: String) async throws -> SiteAccess
 
     public struct Settings: Sendable {
         public var batchSize = 50
@@ -133,14 +142,15 @@ public actor UserEnricher {
     /// One batch against Jira, then the cache. Runs off the actor.
     nonisolated func fetch(tenant: String, accountIDs: [String]) async -> Outcome {
         do {
-            guard let site = try await credentials(tenant) else { return .done }  // uninstalled meanwhile
+            // Uninstalled meanwhile, or no token yet: the next heartbeat asks again.
+            guard case .available(let site) = try await credentials(tenant) else { return .done }
             let fresh = try await repository.freshAccounts(tenant: tenant, accountIDs: accountIDs)
             let wanted = accountIDs.filter { !fresh.contains($0) }
             guard !wanted.isEmpty else { return .done }
 
             var query = wanted.map { URLQueryItem(name: "accountId", value: $0) }
             query.append(URLQueryItem(name: "maxResults", value: String(settings.batchSize)))
-            let bulk = try await client.get(tenantBaseURL: site.baseURL, sharedSecret: site.sharedSecret, path: "/rest/api/3/user/bulk", query: query)
+            let bulk = try await client.get(site, path: "/rest/api/3/user/bulk", query: query)
             switch bulk.status {
             case 200:
                 let users = try JSONDecoder().decode(JiraUser.Page.self, from: Data(buffer: bulk.body)).values
@@ -162,12 +172,12 @@ public actor UserEnricher {
         }
     }
 
-    private nonisolated func fetchOneByOne(tenant: String, site: (baseURL: URL, sharedSecret: String), accountIDs: [String], bulkStatus: Int) async throws -> Outcome {
+    private nonisolated func fetchOneByOne(tenant: String, site: SiteCredentials, accountIDs: [String], bulkStatus: Int) async throws -> Outcome {
         logger.info("bulk user lookup refused; asking one by one", metadata: ["tenant": "\(tenant)", "status": "\(bulkStatus)"])
         var found: [JiraUser] = []
         var missing: [String] = []
         for (index, accountID) in accountIDs.enumerated() {
-            let response = try await client.get(tenantBaseURL: site.baseURL, sharedSecret: site.sharedSecret, path: "/rest/api/3/user", query: [URLQueryItem(name: "accountId", value: accountID)])
+            let response = try await client.get(site, path: "/rest/api/3/user", query: [URLQueryItem(name: "accountId", value: accountID)])
             switch response.status {
             case 200:
                 found.append(try JSONDecoder().decode(JiraUser.self, from: Data(buffer: response.body)))

@@ -1,3 +1,4 @@
+import Tenants
 import Foundation
 import Logging
 
@@ -57,6 +58,12 @@ public struct AppConfiguration: Sendable {
     public var logFormat: String
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     public var metricsToken: String?
+    /// The Forge app's id (`ari:cloud:ecosystem::app/<uuid>`); nil turns the `/forge` routes off.
+    public var forgeAppID: String?
+    /// Where Forge publishes the keys of its invocation tokens.
+    public var forgeJWKSURL: String
+
+    static let forgeAppIDPrefix = "ari:cloud:ecosystem::app/"
 
     public var embeddedPostgresDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
 
@@ -108,6 +115,18 @@ public struct AppConfiguration: Sendable {
             throw Invalid(variable: "LOG_FORMAT", reason: "must be text or json, got '\(logFormat)'")
         }
         metricsToken = reader.optionalString("METRICS_TOKEN")
+        forgeAppID = reader.optionalString("FORGE_APP_ID")
+        if let forgeAppID {
+            let id = forgeAppID.dropFirst(Self.forgeAppIDPrefix.count)
+            guard forgeAppID.hasPrefix(Self.forgeAppIDPrefix), (1...64).contains(id.utf8.count),
+                  id.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) })
+            else {
+                throw Invalid(variable: "FORGE_APP_ID", reason: "must be the app id from `forge register`, \(Self.forgeAppIDPrefix)<uuid>, got '\(forgeAppID)'")
+            }
+        }
+        forgeJWKSURL = try reader.baseURL(
+            "FORGE_JWKS_URL", default: "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json", keepTrailingSlash: true
+        ).absoluteString
         variablesRead = reader.namesRead
     }
 

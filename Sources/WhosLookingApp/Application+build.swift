@@ -1,5 +1,7 @@
+import Tenants
 import Connect
 import Crypto
+import Forge
 import Foundation
 import Hummingbird
 import Libpq
@@ -38,6 +40,9 @@ struct AppParts {
     let sweeper: ExpirySweeper
     let reporter: PersonalDataReporter
     let tickets: ViewerTicketSigner
+    let recorder: HeartbeatRecorder
+    /// Forge system tokens, in memory only.
+    let systemTokens = ForgeSystemTokens()
 
     init(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, metrics: PrometheusCollectorRegistry, logger: Logger) {
         self.configuration = configuration
@@ -53,9 +58,17 @@ struct AppParts {
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
         )
         let jira = JiraClient(appKey: configuration.appKey, timeout: .seconds(Int64(configuration.jiraTimeoutSeconds)))
+        let systemTokens = systemTokens
         let credentials: UserEnricher.Credentials = { clientKey in
-            guard let found = try await tenants.installedTenantWithSecret(clientKey: clientKey) else { return nil }
-            return (found.tenant.baseURL, found.sharedSecret)
+            guard let found = try await tenants.installedTenant(clientKey: clientKey) else { return .uninstalled }
+            switch found.tenant.kind {
+            case .connect:
+                guard let secret = found.sharedSecret else { return .uninstalled }
+                return .available(.connect(baseURL: found.tenant.baseURL, sharedSecret: secret))
+            case .forge:
+                guard let token = systemTokens.token(installationID: clientKey) else { return .waiting }
+                return .available(.bearer(apiBaseURL: found.tenant.baseURL, token: token))
+            }
         }
         enricher = UserEnricher(client: jira, repository: userDetails, credentials: credentials, logger: logger)
         sweeper = ExpirySweeper(repository: presence, interval: .seconds(configuration.sweepIntervalSeconds), logger: logger)
@@ -65,6 +78,7 @@ struct AppParts {
             logger: logger
         )
         tickets = ViewerTicketSigner(secret: secrets.keyMaterial, previousSecrets: secrets.previousKeyMaterial)
+        recorder = HeartbeatRecorder(presence: presence, enricher: enricher)
     }
 
     func router() -> Router<AppRequestContext> {
@@ -90,11 +104,22 @@ struct AppParts {
         PresenceController(
             authentication: ConnectJWTMiddleware(verifier: verifier, tenants: tenants, policy: .exactRequest),
             presence: presence,
-            enricher: enricher,
+            recorder: recorder,
             tickets: tickets,
             page: PanelPage(allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds),
             pollIntervalSeconds: configuration.pollIntervalSeconds
         ).addRoutes(to: router)
+        if let forgeAppID = configuration.forgeAppID {
+            ForgeController(
+                verifier: ForgeTokenVerifier(
+                    appID: forgeAppID,
+                    keySet: ForgeKeySet(jwksURL: configuration.forgeJWKSURL, logger: logger),
+                    leeway: Double(configuration.jwtLeewaySeconds)
+                ),
+                tenants: tenants, presence: presence, recorder: recorder, systemTokens: systemTokens,
+                pollIntervalSeconds: configuration.pollIntervalSeconds
+            ).addRoutes(to: router)
+        }
         return router
     }
 }

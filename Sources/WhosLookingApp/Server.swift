@@ -1,3 +1,4 @@
+import Tenants
 import EmbeddedPostgres
 import Foundation
 import Hummingbird

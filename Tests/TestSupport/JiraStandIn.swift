@@ -35,6 +35,7 @@ public actor JiraStandIn {
     public private(set) var unverified: [String] = []
     public private(set) var reports: [[String: String]] = []
     private var secrets: [String: String] = [:]  // site -> shared secret
+    private var bearerTokens: [String: String] = [:]  // Forge sites: site -> the system token it accepts
     private var behaviours: [String: Behaviour] = [:]
     private var users: [String: [String: Any & Sendable]] = [:]
     private var reportAnswer: @Sendable ([String]) -> (status: Int, headers: [String: String], body: String) = { _ in (204, [:], "") }
@@ -42,6 +43,8 @@ public actor JiraStandIn {
     public init() {}
 
     public func addSite(_ site: String, sharedSecret: String) { secrets[site] = sharedSecret }
+    /// A site reached through Forge: user calls must carry `Authorization: Bearer <token>`.
+    public func addForgeSite(_ site: String, systemToken: String) { bearerTokens[site] = systemToken }
     public func setBehaviour(_ behaviour: Behaviour, for site: String) { behaviours[site] = behaviour }
     public func setReportAnswer(_ answer: @escaping @Sendable ([String]) -> (status: Int, headers: [String: String], body: String)) { reportAnswer = answer }
 
@@ -96,7 +99,14 @@ public actor JiraStandIn {
             fields[.contentType] = "application/json"
             return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: ByteBuffer(string: json)))
         }
-        guard let secret = secrets[site], await verify(request, secret: secret, basePath: "/\(site)") else { return answer(401) }
+        if let token = bearerTokens[site] {
+            guard request.headers[.authorization] == "Bearer \(token)" else {
+                unverified.append("\(request.uri): not the site's system token")
+                return answer(401)
+            }
+        } else {
+            guard let secret = secrets[site], await verify(request, secret: secret, basePath: "/\(site)") else { return answer(401) }
+        }
         switch behaviours[site] ?? .normal {
         case .rateLimited(let retryAfter, let times) where times > 0:
             behaviours[site] = .rateLimited(retryAfter: retryAfter, times: times - 1)

@@ -1,3 +1,4 @@
+import Tenants
 import Connect
 import Foundation
 import Hummingbird

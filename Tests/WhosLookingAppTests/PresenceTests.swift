@@ -1,3 +1,4 @@
+import Tenants
 import Connect
 import EmbeddedPostgres
 import Foundation

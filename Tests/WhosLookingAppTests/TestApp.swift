@@ -1,3 +1,4 @@
+import Tenants
 import Foundation
 import Hummingbird
 import Libpq

@@ -1,3 +1,4 @@
+import Tenants
 import Connect
 import Foundation
 import Hummingbird
@@ -278,7 +279,7 @@ struct UserDetailsTests {
             // A restart: a new reporter over the same database has nothing due this cycle.
             let restarted = PersonalDataReporter(
                 pool: h.testApp.pool, client: JiraClient(appKey: "whos-looking"), repository: h.testApp.parts.userDetails,
-                enricher: h.enricher, credentials: { _ in (h.siteA.baseURL, Self.secretA) },
+                enricher: h.enricher, credentials: { _ in .available(.connect(baseURL: h.siteA.baseURL, sharedSecret: Self.secretA)) },
                 settings: .init(reportURL: h.testApp.configuration.personalDataReportURL, interval: .seconds(3600)), logger: TestDatabase.logger
             )
             #expect(try await restarted.runOnce().requests == 0)

@@ -1,3 +1,4 @@
+import Tenants
 import Connect
 
 /// Who a verified Connect JWT speaks for.

@@ -1,16 +1,19 @@
 import Hummingbird
 
-/// A heartbeat's answer, `{"viewers":[…],"ticket":"…","pollSeconds":N}`, written straight
-/// into the response buffer: JSONEncoder was a sixth of a heartbeat's CPU profile, and this
-/// shape never changes.
+/// A heartbeat's answer, `{"viewers":[…],"ticket":"…","pollSeconds":N}` (Connect) or
+/// `{"viewers":[…],"pollSeconds":N}` (Forge, where Forge vouches for every call and no ticket
+/// is needed), written straight into the response buffer: JSONEncoder was a sixth of a
+/// heartbeat's CPU profile, and this shape never changes.
 struct HeartbeatResponse: ResponseGenerator {
     let viewers: [ViewerItem]
-    let ticket: String
+    var ticket: String?
     let pollSeconds: Int
+    /// Forge: the caller is not logged in; nothing was recorded.
+    var anonymous = false
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var body = ByteBuffer()
-        body.reserveCapacity(160 + ticket.utf8.count + viewers.count * 160)
+        body.reserveCapacity(160 + (ticket?.utf8.count ?? 0) + viewers.count * 160)
         body.writeStaticString(#"{"viewers":["#)
         for (index, viewer) in viewers.enumerated() {
             if index > 0 { body.writeStaticString(",") }
@@ -26,11 +29,14 @@ struct HeartbeatResponse: ResponseGenerator {
             }
             body.writeStaticString(viewer.you ? #","you":true}"# : #","you":false}"#)
         }
-        body.writeStaticString(#"],"ticket":"#)
-        body.writeJSONString(ticket)
+        body.writeStaticString("]")
+        if let ticket {
+            body.writeStaticString(#","ticket":"#)
+            body.writeJSONString(ticket)
+        }
         body.writeStaticString(#","pollSeconds":"#)
         body.writeString(String(pollSeconds))
-        body.writeStaticString("}")
+        body.writeStaticString(anonymous ? #","anonymous":true}"# : "}")
         return Response(
             status: .ok,
             headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],

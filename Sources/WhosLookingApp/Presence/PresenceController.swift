@@ -1,3 +1,4 @@
+import Tenants
 import Connect
 import Foundation
 import Hummingbird
@@ -10,7 +11,7 @@ import UserDirectory
 struct PresenceController {
     let authentication: ConnectJWTMiddleware
     let presence: PresenceRepository
-    let enricher: UserEnricher
+    let recorder: HeartbeatRecorder
     let tickets: ViewerTicketSigner
     let page: PanelPage
     let pollIntervalSeconds: Int
@@ -59,23 +60,12 @@ struct PresenceController {
         return Response(status: .noContent)
     }
 
-    /// Records the tab and answers the people to list, current user first. Viewers whose
-    /// details are unknown or expired are fetched in the background: the answer never waits for Jira.
     private func record(_ ticket: ViewerTicket) async throws -> [Viewer] {
-        guard let viewers = try await presence.heartbeat(ticket.viewer, issueKey: ticket.issueKey) else {
+        guard let viewers = try await recorder.record(ticket.viewer, issueKey: ticket.issueKey) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
-        Self.heartbeats.increment()
-        let unknown = viewers.filter(\.needsDetails).map(\.accountID)
-        Self.cacheMisses.increment(by: unknown.count)
-        Self.cacheHits.increment(by: viewers.count - unknown.count)
-        if !unknown.isEmpty { enricher.request(tenant: ticket.tenant, accountIDs: unknown) }
-        return viewers.filter(\.isPerson).orderedFor(currentUser: ticket.accountID)
+        return viewers
     }
-
-    static let heartbeats = Counter(label: "heartbeats_total")
-    static let cacheHits = Counter(label: "user_cache_hits_total")
-    static let cacheMisses = Counter(label: "user_cache_misses_total")
 
     private func verifiedTicket(_ text: String?, request: Request, context: AppRequestContext) throws -> ViewerTicket {
         guard let text, !text.isEmpty else { throw HTTPError(.unauthorized, message: "missing ticket") }

@@ -1,13 +1,15 @@
 import Foundation
 import Libpq
 
-/// Erases what the app holds about a tenant's people when it uninstalls; later features
-/// register their tables here. Runs inside the uninstall transaction.
+/// Erases what the app holds about a tenant's people when it uninstalls; the modules that own
+/// those tables (viewers, user details) register here. Runs inside the uninstall transaction.
 public protocol TenantDataEraser: Sendable {
     func eraseTenant(clientKey: String, on connection: PooledConnection) async throws
 }
 
-/// Tenants in PostgreSQL, shared secrets sealed by a `SecretBox`.
+/// Tenants of both front doors in PostgreSQL (`Migrations/0001_tenants.sql`, `0004_…`): the
+/// one module that writes the `tenants` table. Connect shared secrets are sealed by a
+/// `SecretBox`; Forge installations have none. `uninstall` is the one erase path for both.
 public struct TenantRepository: Sendable {
     let pool: PostgresPool
     let secrets: SecretBox
@@ -35,31 +37,70 @@ public struct TenantRepository: Sendable {
                 shared_secret_sealed = EXCLUDED.shared_secret_sealed, secret_key_id = EXCLUDED.secret_key_id,
                 state = 'installed', updated_at = EXCLUDED.updated_at, uninstalled_at = NULL,
                 installed_at = CASE WHEN tenants.state = 'uninstalled' THEN EXCLUDED.installed_at ELSE tenants.installed_at END
+            -- A clientKey never names a Forge installation (those are ARIs): never turn one into the other.
+            WHERE tenants.kind = 'connect'
             """)
     }
 
+    /// Registers a Forge installation on its first verified call (lifecycle events can arrive
+    /// late or never) and keeps its apiBaseUrl and site URL current. Answers false, changing
+    /// nothing, for an installation that was uninstalled: Forge gives a reinstall a new
+    /// installationId, so an uninstalled one never comes back.
+    public func registerForge(_ installation: ForgeInstallation, at now: Date = Date()) async throws -> Bool {
+        let rows = try await pool.query("""
+            INSERT INTO tenants (client_key, kind, base_url, cloud_id, site_url, display_url, product_type, state, installed_at, updated_at)
+            VALUES (\(installation.installationID), 'forge', \(installation.apiBaseURL.absoluteString), \(installation.cloudID),
+                    \(installation.siteURL?.absoluteString), \(installation.siteURL?.absoluteString), 'jira', 'installed', \(now), \(now))
+            ON CONFLICT (client_key) DO UPDATE SET
+                base_url = EXCLUDED.base_url, cloud_id = EXCLUDED.cloud_id,
+                site_url = COALESCE(EXCLUDED.site_url, tenants.site_url), display_url = COALESCE(EXCLUDED.display_url, tenants.display_url),
+                updated_at = EXCLUDED.updated_at
+            WHERE tenants.kind = 'forge' AND tenants.state = 'installed'
+            RETURNING state
+            """)
+        return !rows.isEmpty
+    }
+
     /// Marks the tenant uninstalled, drops its secret and erases its personal data, atomically.
-    /// Answers false for a tenant we never knew.
+    /// Idempotent; answers false for a tenant we never knew.
     @discardableResult
     public func uninstall(clientKey: String, at now: Date = Date()) async throws -> Bool {
         try await pool.transaction { connection in
-            let updated = try await connection.query("""
-                UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL,
-                                   uninstalled_at = \(now), updated_at = \(now)
-                WHERE client_key = \(clientKey)
-                """)
-            for eraser in erasers {
-                try await eraser.eraseTenant(clientKey: clientKey, on: connection)
-            }
-            return updated.affectedRows > 0
+            try await uninstall(clientKey: clientKey, at: now, on: connection)
         }
+    }
+
+    /// Forge's preUninstall: the same erase path, and an installation we never saw is
+    /// remembered as uninstalled, so a late call for it cannot register it afterwards.
+    public func uninstallForge(_ installation: ForgeInstallation, at now: Date = Date()) async throws {
+        try await pool.transaction { connection in
+            try await connection.query("""
+                INSERT INTO tenants (client_key, kind, base_url, cloud_id, product_type, state, installed_at, updated_at, uninstalled_at)
+                VALUES (\(installation.installationID), 'forge', \(installation.apiBaseURL.absoluteString), \(installation.cloudID),
+                        'jira', 'uninstalled', \(now), \(now), \(now))
+                ON CONFLICT (client_key) DO NOTHING
+                """)
+            _ = try await uninstall(clientKey: installation.installationID, at: now, on: connection)
+        }
+    }
+
+    /// The one erase path of both front doors.
+    private func uninstall(clientKey: String, at now: Date, on connection: PooledConnection) async throws -> Bool {
+        let updated = try await connection.query("""
+            UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL,
+                               uninstalled_at = \(now), updated_at = \(now)
+            WHERE client_key = \(clientKey)
+            """)
+        for eraser in erasers {
+            try await eraser.eraseTenant(clientKey: clientKey, on: connection)
+        }
+        return updated.affectedRows > 0
     }
 
     public func tenant(clientKey: String) async throws -> Tenant? {
         let rows = try await pool.query("""
-            SELECT client_key, base_url, display_url, product_type, description, oauth_client_id, installation_id,
-                   state, installed_at, updated_at, uninstalled_at
-            FROM tenants WHERE client_key = \(clientKey)
+            SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
+                   installation_id, state, installed_at, updated_at, uninstalled_at FROM tenants WHERE client_key = \(clientKey)
             """)
         return try rows.first.map(Self.tenant)
     }
@@ -67,13 +108,28 @@ public struct TenantRepository: Sendable {
     /// An installed tenant with its shared secret, in one query: what verifying its JWTs needs.
     public func installedTenantWithSecret(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String)? {
         let rows = try await pool.query("""
-            SELECT client_key, base_url, display_url, product_type, description, oauth_client_id, installation_id,
-                   state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
-            FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
+            SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
+                   installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
+            FROM tenants WHERE client_key = \(clientKey) AND state = 'installed' AND kind = 'connect'
             """)
         guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
         let secret = try secrets.open(sealed.bytes, context: clientKey, keyID: try row.decode(String?.self, "secret_key_id"))
         return (try Self.tenant(row), secret)
+    }
+
+    /// An installed tenant of either kind, with its shared secret if it is a Connect site:
+    /// what calling its Jira needs. nil when it is not installed.
+    public func installedTenant(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String?)? {
+        let rows = try await pool.query("""
+            SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
+                   installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
+            FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
+            """)
+        guard let row = rows.first else { return nil }
+        let tenant = try Self.tenant(row)
+        guard tenant.kind == .connect else { return (tenant, nil) }
+        guard let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
+        return (tenant, try secrets.open(sealed.bytes, context: clientKey, keyID: try row.decode(String?.self, "secret_key_id")))
     }
 
     /// Key rotation: re-seals every secret sealed under a previous key with the current one.
@@ -104,7 +160,10 @@ public struct TenantRepository: Sendable {
     static func tenant(_ row: PostgresRow) throws -> Tenant {
         Tenant(
             clientKey: try row.decode(String.self, "client_key"),
+            kind: Tenant.Kind(rawValue: try row.decode(String.self, "kind")) ?? .connect,
             baseURL: URL(string: try row.decode(String.self, "base_url"))!,
+            cloudID: try row.decode(String?.self, "cloud_id"),
+            siteURL: try row.decode(String?.self, "site_url").flatMap(URL.init(string:)),
             displayURL: try row.decode(String?.self, "display_url").flatMap(URL.init(string:)),
             productType: try row.decode(String.self, "product_type"),
             description: try row.decode(String?.self, "description"),

@@ -1,0 +1,153 @@
+import Foundation
+import JWTKit
+
+/// What a verified Forge Invocation Token says about a call.
+public struct ForgeInvocation: Sendable {
+    /// `app.installationId`: the tenant.
+    public var installationID: String
+    /// The site's cloudId: from the call's context, the installation's contexts, or the apiBaseUrl.
+    public var cloudID: String?
+    /// Where Jira's REST API is called for this installation.
+    public var apiBaseURL: URL
+    /// `context.siteUrl`: UI calls only.
+    public var siteURL: URL?
+    /// The calling user's account; nil for anonymous users and for events.
+    public var principal: String?
+    /// `context.extension.issue`, when the call comes from an issue view module.
+    public var issueID: String?
+    public var issueKey: String?
+    public var moduleKey: String?
+}
+
+/// Verifies Forge Invocation Tokens: RS256 only, the key by `kid` from Forge's JWKS,
+/// `iss` = `forge/invocation-token`, `aud` and `app.id` = our app id, `exp`/`nbf`/`iat` with
+/// leeway. No database read: a heartbeat's check costs one RSA verification.
+public struct ForgeTokenVerifier: Sendable {
+    public static let issuer = "forge/invocation-token"
+
+    public let appID: String
+    public let leeway: TimeInterval
+    let keySet: ForgeKeySet
+    private let now: @Sendable () -> Date
+
+    public init(appID: String, keySet: ForgeKeySet, leeway: TimeInterval = 10, now: @escaping @Sendable () -> Date = Date.init) {
+        self.appID = appID
+        self.keySet = keySet
+        self.leeway = leeway
+        self.now = now
+    }
+
+    /// Verifies the token in an `Authorization: Bearer …` header value.
+    public func verify(authorization: String?) async throws(ForgeTokenRejection) -> ForgeInvocation {
+        guard let authorization else { throw .missing }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .missing }
+        return try await verify(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+
+    public func verify(token: String) async throws(ForgeTokenRejection) -> ForgeInvocation {
+        guard token.utf8.count <= 16 * 1024 else { throw .malformed }
+        let header = try Self.header(of: token)
+        guard header.alg == "RS256" else { throw .algorithmNotAllowed(header.alg.map(Self.printable) ?? "none") }
+        guard let kid = header.kid, !kid.isEmpty else { throw .missingKeyID }
+        guard Self.isPlausibleKeyID(kid) else { throw .unknownKeyID }
+        let keys = try await keySet.keys(for: kid)
+        let claims: ForgeInvocationClaims
+        do {
+            claims = try await keys.verify(token, as: ForgeInvocationClaims.self)
+        } catch is DecodingError {
+            throw .malformedClaims
+        } catch {
+            throw .badSignature
+        }
+        return try check(claims)
+    }
+
+    func check(_ claims: ForgeInvocationClaims) throws(ForgeTokenRejection) -> ForgeInvocation {
+        let current = now().timeIntervalSince1970
+        guard claims.iss == Self.issuer else { throw .wrongIssuer }
+        guard claims.aud.value.contains(appID) else { throw .wrongAudience }
+        guard claims.app.id == appID else { throw .wrongApp }
+        guard current <= claims.exp + leeway else { throw .expired }
+        if let nbf = claims.nbf, nbf > current + leeway { throw .notYetValid }
+        if let iat = claims.iat, iat > current + leeway { throw .notYetValid }
+        guard let installationID = claims.app.installationId ?? claims.app.installation?.id, Self.isPlausibleIdentifier(installationID) else {
+            throw .missingInstallation
+        }
+        let contexts = claims.app.installation?.contexts ?? []
+        guard let apiBase = claims.app.apiBaseUrl ?? contexts.first?.apiBaseUrl, let apiBaseURL = Self.httpURL(apiBase) else {
+            throw .missingAPIBaseURL
+        }
+        let issue = claims.context?.extension?.issue
+        return ForgeInvocation(
+            installationID: installationID,
+            cloudID: (claims.context?.cloudId ?? contexts.first?.cloudId ?? Self.cloudID(fromAPIBase: apiBaseURL)).flatMap {
+                Self.isPlausibleIdentifier($0) ? $0 : nil
+            },
+            apiBaseURL: apiBaseURL,
+            siteURL: claims.context?.siteUrl.flatMap(Self.httpURL),
+            principal: claims.principal.flatMap { $0.isEmpty ? nil : $0 },
+            issueID: issue?.id?.value,
+            issueKey: issue?.key,
+            moduleKey: claims.context?.moduleKey ?? claims.app.module?.key
+        )
+    }
+
+    struct Header: Decodable {
+        var alg: String?
+        var kid: String?
+        var icLabel: String?
+    }
+
+    static func header(of token: String) throws(ForgeTokenRejection) -> Header {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let data = base64URLDecode(parts[0]), let header = try? JSONDecoder().decode(Header.self, from: data) else {
+            throw .malformed
+        }
+        if let label = header.icLabel, !isICLabel(label) { throw .badICLabel }
+        return header
+    }
+
+    /// kids come from an unverified header: only short plain identifiers are looked up.
+    static func isPlausibleKeyID(_ kid: String) -> Bool {
+        kid.utf8.count <= 256 && kid.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || "-_.:/+=".utf8.contains(byte)
+        }
+    }
+
+    /// Installation and cloud ids (ARIs, UUIDs): printable ASCII without spaces, at most 255 bytes.
+    static func isPlausibleIdentifier(_ value: String) -> Bool {
+        !value.isEmpty && value.utf8.count <= 255 && value.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+    }
+
+    static func isICLabel(_ label: String) -> Bool {
+        (1...50).contains(label.utf8.count) && label.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F || $0 == 0x2D }
+    }
+
+    static func httpURL(_ text: String) -> URL? {
+        guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
+              scheme == "https" || scheme == "http", components.host?.isEmpty == false, components.query == nil,
+              let url = components.url
+        else { return nil }
+        return url.absoluteString.hasSuffix("/") ? URL(string: String(url.absoluteString.dropLast())) : url
+    }
+
+    /// `https://api.atlassian.com/ex/jira/<cloudId>` → `<cloudId>`.
+    static func cloudID(fromAPIBase url: URL) -> String? {
+        let components = url.path.split(separator: "/")
+        guard components.count >= 3, components[components.count - 3] == "ex", components[components.count - 2] == "jira" else { return nil }
+        return String(components[components.count - 1])
+    }
+
+    /// For messages: a value from an unverified header, cut short and without control characters.
+    static func printable(_ value: String) -> String {
+        String(String.UnicodeScalarView(value.unicodeScalars.prefix(16).filter { $0.value >= 0x20 && $0.value < 0x7F }))
+    }
+
+    static func base64URLDecode(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard !base64.contains("=") else { return nil }
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+}

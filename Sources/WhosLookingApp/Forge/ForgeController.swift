@@ -1,0 +1,159 @@
+import Forge
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Presence
+import Tenants
+import UserDirectory
+
+/// The Forge app's remote (`/forge/*`): the calls Forge proxies from our Custom UI and its
+/// lifecycle events. Every call carries a Forge Invocation Token, and the token alone says who
+/// is looking (`principal`), at which issue (`context.extension.issue`) and on which
+/// installation (`app.installationId`); the body only names the browser tab.
+struct ForgeController {
+    let verifier: ForgeTokenVerifier
+    let tenants: TenantRepository
+    let presence: PresenceRepository
+    let recorder: HeartbeatRecorder
+    let systemTokens: ForgeSystemTokens
+    let pollIntervalSeconds: Int
+
+    func addRoutes(to router: Router<AppRequestContext>) {
+        let forge = router.group("forge").add(middleware: ForgeErrorMiddleware())
+        forge.post("heartbeat", use: heartbeat)
+        forge.post("leave", use: leave)
+        forge.post("lifecycle", use: lifecycle)
+        forge.post("uninstall", use: uninstall)
+    }
+
+    @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
+        let invocation = try await authenticate(request, context: context)
+        let tabID = try await Self.tabID(request, context: context)
+        let issue = try Self.issue(invocation)
+        guard let accountID = invocation.principal, accountID != unknownAccountID else {
+            return HeartbeatResponse(viewers: [], pollSeconds: pollIntervalSeconds, anonymous: true)
+        }
+        let viewer = ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID)
+        var viewers = try await recorder.record(viewer, issueKey: issue.key)
+        if viewers == nil {
+            // First call of an installation whose lifecycle event has not arrived (it may lag
+            // or never come): a verified token is enough to register it, unless it was uninstalled.
+            try await register(invocation, context: context)
+            viewers = try await recorder.record(viewer, issueKey: issue.key)
+        }
+        guard let viewers else { throw HTTPError(.forbidden, message: Self.uninstalledMessage) }
+        return HeartbeatResponse(
+            viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) },
+            pollSeconds: pollIntervalSeconds
+        )
+    }
+
+    /// A tab closed: it is gone at once. The person stays listed while another tab of theirs heartbeats.
+    @Sendable func leave(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let invocation = try await authenticate(request, context: context)
+        let tabID = try await Self.tabID(request, context: context)
+        let issue = try Self.issue(invocation)
+        if let accountID = invocation.principal {
+            try await presence.leave(ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID))
+        }
+        return Self.ok
+    }
+
+    /// `avi:forge:installed:app` and `avi:forge:upgraded:app`. Identity comes from the token;
+    /// the body (flat, or under `payload` as retries deliver it) only names the event, for logs.
+    /// Answers within Forge's 5 s: one statement.
+    @Sendable func lifecycle(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let invocation = try await authenticate(request, context: context)
+        let event = try await Self.object(request, context: context)
+        let payload = event["payload"] as? [String: Any] ?? event
+        let eventType = (payload["eventType"] as? String ?? event["eventType"] as? String).map(Self.loggable) ?? "unknown"
+        try await register(invocation, context: context)
+        context.logger.info("Forge installation event", metadata: ["event": "\(eventType)", "installation": "\(invocation.installationID)"])
+        return Self.ok
+    }
+
+    /// `preUninstall`: the installation is marked uninstalled and its personal data erased;
+    /// later calls for it are refused.
+    @Sendable func uninstall(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let invocation = try await authenticate(request, context: context)
+        _ = try await Self.object(request, context: context)
+        systemTokens.forget(installationID: invocation.installationID)
+        try await tenants.uninstallForge(Self.installation(invocation))
+        context.logger.info("Forge installation uninstalled", metadata: ["installation": "\(invocation.installationID)"])
+        return Self.ok
+    }
+
+    private func authenticate(_ request: Request, context: AppRequestContext) async throws -> ForgeInvocation {
+        let invocation: ForgeInvocation
+        do {
+            invocation = try await verifier.verify(authorization: request.headers[.authorization])
+        } catch {
+            context.logger.info("Forge token refused", metadata: ["reason": "\(error.reason)", "path": "\(request.uri.path)"])
+            // Forge reserves 401 for invocation token failures; an unreachable key server is ours.
+            throw HTTPError(error == .keyServerUnavailable ? .serviceUnavailable : .unauthorized, message: error.reason)
+        }
+        context.notes.tenant = invocation.installationID
+        systemTokens.remember(request.headers[Self.systemTokenHeader], installationID: invocation.installationID)
+        return invocation
+    }
+
+    private func register(_ invocation: ForgeInvocation, context: AppRequestContext) async throws {
+        guard try await tenants.registerForge(Self.installation(invocation)) else {
+            throw HTTPError(.forbidden, message: Self.uninstalledMessage)
+        }
+    }
+
+    static func installation(_ invocation: ForgeInvocation) -> ForgeInstallation {
+        ForgeInstallation(
+            installationID: invocation.installationID, cloudID: invocation.cloudID,
+            apiBaseURL: invocation.apiBaseURL, siteURL: invocation.siteURL
+        )
+    }
+
+    static let uninstalledMessage = "app uninstalled"
+    static let systemTokenHeader = HTTPField.Name("x-forge-oauth-system")!
+    static var ok: Response {
+        Response(
+            status: .ok, headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: #"{"ok":true}"#))
+        )
+    }
+
+    static func issue(_ invocation: ForgeInvocation) throws -> (id: String, key: String) {
+        guard let id = invocation.issueID, let key = invocation.issueKey else {
+            throw HTTPError(.badRequest, message: "no issue in the invocation context")
+        }
+        guard Self.isPlainText(id), Self.isPlainText(key) else { throw HTTPError(.badRequest, message: "malformed issue in the invocation context") }
+        return (id, key)
+    }
+
+    /// The body's JSON object (Forge sends every body as one).
+    static func object(_ request: Request, context: AppRequestContext) async throws -> [String: Any] {
+        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        guard body.readableBytes > 0 else { return [:] }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
+            throw HTTPError(.badRequest, message: "body is not a JSON object")
+        }
+        return object
+    }
+
+    /// The tab the call speaks for: the only thing a body may choose.
+    static func tabID(_ request: Request, context: AppRequestContext) async throws -> String {
+        guard let tabID = try await object(request, context: context)["tabId"] as? String else {
+            throw HTTPError(.badRequest, message: "tabId missing")
+        }
+        guard (1...64).contains(tabID.utf8.count), tabID.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+            throw HTTPError(.badRequest, message: "tabId must be 1 to 64 letters, digits or dashes")
+        }
+        return tabID
+    }
+
+    /// Printable, no control characters, at most 255 bytes: what a key column takes.
+    static func isPlainText(_ value: String) -> Bool {
+        !value.isEmpty && value.utf8.count <= 255 && !value.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+
+    static func loggable(_ value: String) -> String {
+        String(String.UnicodeScalarView(value.unicodeScalars.prefix(64).filter { $0.properties.generalCategory != .control }))
+    }
+}

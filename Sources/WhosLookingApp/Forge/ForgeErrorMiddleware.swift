@@ -1,0 +1,30 @@
+import Foundation
+import Hummingbird
+import Libpq
+
+/// Forge wants every non-2xx answer as JSON (`invokeRemote` rejects others): refusals become
+/// `{"error": "<reason>"}` with their status; database failures are logged with their cause
+/// and answered with a generic reason.
+struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            return Self.json(error.status, error.body ?? error.status.reasonPhrase)
+        } catch let error as PostgresError {
+            context.logger.error("database error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            let unavailable = error.isConnectionFailure || error.kind == .poolTimeout || error.kind == .poolClosed
+            return Self.json(unavailable ? .serviceUnavailable : .internalServerError, error.clientMessage)
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        var body = ByteBuffer()
+        body.writeStaticString(#"{"error":"#)
+        body.writeJSONString(message)
+        body.writeStaticString("}")
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"]
+        if status == .serviceUnavailable { headers[.retryAfter] = "5" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+    }
+}
