@@ -72,8 +72,8 @@ public actor ForgeKeySet {
             var freshKids: Set<String> = []
             for key in set.keys.prefix(maxKeys) {
                 guard key.kty == "RSA", key.alg == nil || key.alg == "RS256", key.use == nil || key.use == "sig",
-                      let kid = key.kid, ForgeTokenVerifier.isPlausibleKeyID(kid), let n = key.n, let e = key.e,
-                      let publicKey = try? Insecure.RSA.PublicKey(modulus: n, exponent: e)
+                    let kid = key.kid, ForgeTokenVerifier.isPlausibleKeyID(kid), let n = key.n, let e = key.e,
+                    let publicKey = try? Insecure.RSA.PublicKey(modulus: n, exponent: e)
                 else { continue }
                 await fresh.add(rsa: publicKey, digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
                 freshKids.insert(kid)

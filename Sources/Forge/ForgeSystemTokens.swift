@@ -29,7 +29,8 @@ public final class ForgeSystemTokens: Sendable {
         entries.withLock { entries in
             if entries[installationID]?.token == token { return }
             if entries.count >= maxEntries, entries[installationID] == nil,
-               let oldest = entries.min(by: { $0.value.expires < $1.value.expires })?.key {
+                let oldest = entries.min(by: { $0.value.expires < $1.value.expires })?.key
+            {
                 entries[oldest] = nil
             }
             entries[installationID] = Entry(token: token, expires: expires)
@@ -55,8 +56,8 @@ public final class ForgeSystemTokens: Sendable {
     static func expiry(of token: String) -> Date? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let data = ForgeTokenVerifier.base64URLDecode(parts[1]),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let exp = (object["exp"] as? NSNumber)?.doubleValue, exp.isFinite
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let exp = (object["exp"] as? NSNumber)?.doubleValue, exp.isFinite
         else { return nil }
         return Date(timeIntervalSince1970: exp)
     }

@@ -110,9 +110,10 @@ public struct ForgeTokenVerifier: Sendable {
 
     /// kids come from an unverified header: only short plain identifiers are looked up.
     static func isPlausibleKeyID(_ kid: String) -> Bool {
-        kid.utf8.count <= 256 && kid.utf8.allSatisfy { byte in
-            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || "-_.:/+=".utf8.contains(byte)
-        }
+        kid.utf8.count <= 256
+            && kid.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || "-_.:/+=".utf8.contains(byte)
+            }
     }
 
     /// Installation and cloud ids (ARIs, UUIDs): printable ASCII without spaces, at most 255 bytes.
@@ -121,13 +122,14 @@ public struct ForgeTokenVerifier: Sendable {
     }
 
     static func isICLabel(_ label: String) -> Bool {
-        (1...50).contains(label.utf8.count) && label.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F || $0 == 0x2D }
+        (1...50).contains(label.utf8.count)
+            && label.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5F || $0 == 0x2D }
     }
 
     static func httpURL(_ text: String) -> URL? {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", components.host?.isEmpty == false, components.query == nil,
-              let url = components.url
+            scheme == "https" || scheme == "http", components.host?.isEmpty == false, components.query == nil,
+            let url = components.url
         else { return nil }
         return url.absoluteString.hasSuffix("/") ? URL(string: String(url.absoluteString.dropLast())) : url
     }

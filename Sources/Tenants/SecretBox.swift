@@ -57,7 +57,8 @@ public struct SecretBox: Sendable {
         let opener: SymmetricKey
         if let sealedWith, sealedWith != keyID {
             guard let old = previous.first(where: { $0.keyID == sealedWith }) else {
-                throw Failure(description: "sealed under key \(sealedWith), which is neither SECRET_ENCRYPTION_KEY nor in SECRET_ENCRYPTION_KEY_PREVIOUS")
+                throw Failure(
+                    description: "sealed under key \(sealedWith), which is neither SECRET_ENCRYPTION_KEY nor in SECRET_ENCRYPTION_KEY_PREVIOUS")
             }
             opener = old.key
         } else {

@@ -24,7 +24,8 @@ public struct TenantRepository: Sendable {
     /// Stores a verified install: a new tenant, or a reinstall replacing its secret and details.
     public func install(_ installation: TenantInstallation, at now: Date = Date()) async throws {
         let sealed = PostgresBytes(try secrets.seal(installation.sharedSecret, context: installation.clientKey))
-        try await pool.query("""
+        try await pool.query(
+            """
             INSERT INTO tenants (client_key, base_url, display_url, product_type, description, oauth_client_id,
                                  installation_id, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
             VALUES (\(installation.clientKey), \(installation.baseURL.absoluteString), \(installation.displayURL?.absoluteString),
@@ -47,7 +48,8 @@ public struct TenantRepository: Sendable {
     /// nothing, for an installation that was uninstalled: Forge gives a reinstall a new
     /// installationId, so an uninstalled one never comes back.
     public func registerForge(_ installation: ForgeInstallation, at now: Date = Date()) async throws -> Bool {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             INSERT INTO tenants (client_key, kind, base_url, cloud_id, site_url, display_url, product_type, state, installed_at, updated_at)
             VALUES (\(installation.installationID), 'forge', \(installation.apiBaseURL.absoluteString), \(installation.cloudID),
                     \(installation.siteURL?.absoluteString), \(installation.siteURL?.absoluteString), 'jira', 'installed', \(now), \(now))
@@ -74,7 +76,8 @@ public struct TenantRepository: Sendable {
     /// remembered as uninstalled, so a late call for it cannot register it afterwards.
     public func uninstallForge(_ installation: ForgeInstallation, at now: Date = Date()) async throws {
         try await pool.transaction { connection in
-            try await connection.query("""
+            try await connection.query(
+                """
                 INSERT INTO tenants (client_key, kind, base_url, cloud_id, product_type, state, installed_at, updated_at, uninstalled_at)
                 VALUES (\(installation.installationID), 'forge', \(installation.apiBaseURL.absoluteString), \(installation.cloudID),
                         'jira', 'uninstalled', \(now), \(now), \(now))
@@ -86,7 +89,8 @@ public struct TenantRepository: Sendable {
 
     /// The one erase path of both front doors.
     private func uninstall(clientKey: String, at now: Date, on connection: PooledConnection) async throws -> Bool {
-        let updated = try await connection.query("""
+        let updated = try await connection.query(
+            """
             UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL,
                                uninstalled_at = \(now), updated_at = \(now)
             WHERE client_key = \(clientKey)
@@ -98,7 +102,8 @@ public struct TenantRepository: Sendable {
     }
 
     public func tenant(clientKey: String) async throws -> Tenant? {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
                    installation_id, state, installed_at, updated_at, uninstalled_at FROM tenants WHERE client_key = \(clientKey)
             """)
@@ -107,7 +112,8 @@ public struct TenantRepository: Sendable {
 
     /// An installed tenant with its shared secret, in one query: what verifying its JWTs needs.
     public func installedTenantWithSecret(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String)? {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
                    installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
             FROM tenants WHERE client_key = \(clientKey) AND state = 'installed' AND kind = 'connect'
@@ -120,7 +126,8 @@ public struct TenantRepository: Sendable {
     /// An installed tenant of either kind, with its shared secret if it is a Connect site:
     /// what calling its Jira needs. nil when it is not installed.
     public func installedTenant(clientKey: String) async throws -> (tenant: Tenant, sharedSecret: String?)? {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
                    installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
             FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
@@ -135,7 +142,8 @@ public struct TenantRepository: Sendable {
     /// Key rotation: re-seals every secret sealed under a previous key with the current one.
     /// Answers how many; a secret no configured key opens is left as it is, and counted apart.
     public func resealUnderCurrentKey() async throws -> (resealed: Int, unreadable: Int) {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             SELECT client_key, shared_secret_sealed, secret_key_id FROM tenants
             WHERE shared_secret_sealed IS NOT NULL AND secret_key_id <> \(secrets.keyID)
             """)
@@ -144,11 +152,14 @@ public struct TenantRepository: Sendable {
         for row in rows {
             let clientKey = try row.decode(String.self, "client_key")
             let oldKeyID = try row.decode(String.self, "secret_key_id")
-            guard let secret = try? secrets.open(try row.decode(PostgresBytes.self, "shared_secret_sealed").bytes, context: clientKey, keyID: oldKeyID) else {
+            guard
+                let secret = try? secrets.open(try row.decode(PostgresBytes.self, "shared_secret_sealed").bytes, context: clientKey, keyID: oldKeyID)
+            else {
                 unreadable += 1
                 continue
             }
-            let updated = try await pool.query("""
+            let updated = try await pool.query(
+                """
                 UPDATE tenants SET shared_secret_sealed = \(PostgresBytes(try secrets.seal(secret, context: clientKey))), secret_key_id = \(secrets.keyID)
                 WHERE client_key = \(clientKey) AND secret_key_id = \(oldKeyID)
                 """)

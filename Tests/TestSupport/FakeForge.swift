@@ -23,8 +23,12 @@ public final class FakeForge: Sendable {
     public var jwksFetches: Int { fetchCount.withLock { $0 } }
 
     public init() throws {
-        published = KeyPair(kid: "forge/invocation-token/test-\(UUID().uuidString.prefix(8).lowercased())", privateKey: try _RSA.Signing.PrivateKey(keySize: .bits2048))
-        unpublished = KeyPair(kid: "forge/invocation-token/rogue-\(UUID().uuidString.prefix(8).lowercased())", privateKey: try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        published = KeyPair(
+            kid: "forge/invocation-token/test-\(UUID().uuidString.prefix(8).lowercased())",
+            privateKey: try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        unpublished = KeyPair(
+            kid: "forge/invocation-token/rogue-\(UUID().uuidString.prefix(8).lowercased())",
+            privateKey: try _RSA.Signing.PrivateKey(keySize: .bits2048))
     }
 
     /// Serves the JWKS at `GET /jwks.json` while `body` runs.
@@ -43,8 +47,10 @@ public final class FakeForge: Sendable {
     static func jwks(_ keys: [KeyPair]) throws -> String {
         let entries = try keys.map { pair -> [String: String] in
             let primitives = try pair.privateKey.publicKey.getKeyPrimitives()
-            return ["kty": "RSA", "kid": pair.kid, "alg": "RS256", "use": "sig",
-                    "n": primitives.modulus.base64URLEncodedString(), "e": primitives.publicExponent.base64URLEncodedString()]
+            return [
+                "kty": "RSA", "kid": pair.kid, "alg": "RS256", "use": "sig",
+                "n": primitives.modulus.base64URLEncodedString(), "e": primitives.publicExponent.base64URLEncodedString(),
+            ]
         }
         return String(decoding: try JSONSerialization.data(withJSONObject: ["keys": entries]), as: UTF8.self)
     }
@@ -71,7 +77,9 @@ public final class FakeForge: Sendable {
         ]
         var extensionContext: [String: Any] = ["type": "jira:issueContext", "project": ["id": "10000", "key": "DEMO"]]
         if let issueID, let issueKey { extensionContext["issue"] = ["id": issueID, "key": issueKey] }
-        claims["context"] = ["cloudId": cloudID, "siteUrl": "https://acme.atlassian.net", "moduleKey": "wl-panel", "localId": "l1", "extension": extensionContext] as [String: Any]
+        claims["context"] =
+            ["cloudId": cloudID, "siteUrl": "https://acme.atlassian.net", "moduleKey": "wl-panel", "localId": "l1", "extension": extensionContext]
+            as [String: Any]
         if let principal { claims["principal"] = principal }
         return claims
     }
@@ -82,7 +90,8 @@ public final class FakeForge: Sendable {
         let key = key ?? published
         let keys = JWTKeyCollection()
         let chosenKid: String? = kid ?? key.kid
-        await keys.add(rsa: try Insecure.RSA.PrivateKey(backing: key.privateKey), digestAlgorithm: .sha256, kid: chosenKid.map { JWKIdentifier(string: $0) })
+        await keys.add(
+            rsa: try Insecure.RSA.PrivateKey(backing: key.privateKey), digestAlgorithm: .sha256, kid: chosenKid.map { JWKIdentifier(string: $0) })
         return try await keys.sign(RawClaims(claims), kid: chosenKid.map { JWKIdentifier(string: $0) })
     }
 
@@ -97,7 +106,9 @@ public final class FakeForge: Sendable {
     /// HS256 keyed with the published public key's PEM: the classic algorithm confusion.
     public func confusedToken(_ claims: [String: Any]) async throws -> String {
         let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: published.privateKey.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: JWKIdentifier(string: published.kid))
+        await keys.add(
+            hmac: HMACKey(from: published.privateKey.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: JWKIdentifier(string: published.kid)
+        )
         return try await keys.sign(RawClaims(claims), kid: JWKIdentifier(string: published.kid))
     }
 

@@ -105,8 +105,10 @@ struct ForgeRemoteTests {
 
     @Test func theBodyCannotChooseTheUserTheIssueOrTheSite() async throws {
         try await withForge { harness in
-            let body = #"{"tabId":"tab-x","accountId":"557058:mallory","issueId":"99999","issueKey":"EVIL-1","installationId":"\#(Self.otherInstallation)","principal":"557058:mallory"}"#
-            let answer = try await harness.call("/forge/heartbeat", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:alice")), body: body)
+            let body =
+                #"{"tabId":"tab-x","accountId":"557058:mallory","issueId":"99999","issueKey":"EVIL-1","installationId":"\#(Self.otherInstallation)","principal":"557058:mallory"}"#
+            let answer = try await harness.call(
+                "/forge/heartbeat", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:alice")), body: body)
             #expect(answer.status == .ok)
             let rows = try await harness.testApp.pool.query("SELECT client_key, issue_id, issue_key, account_id, tab_id FROM viewers")
             #expect(rows.count == 1)
@@ -131,7 +133,10 @@ struct ForgeRemoteTests {
     @Test func badBodiesAndContextsAreRefusedWithFourHundred() async throws {
         try await withForge { harness in
             let token = try await harness.forge.token(FakeForge.panelClaims())
-            for body in ["not json", "[1,2]", "{}", #"{"tabId":""}"#, #"{"tabId":7}"#, #"{"tabId":"a b"}"#, #"{"tabId":"\#(String(repeating: "a", count: 65))"}"#] {
+            for body in [
+                "not json", "[1,2]", "{}", #"{"tabId":""}"#, #"{"tabId":7}"#, #"{"tabId":"a b"}"#,
+                #"{"tabId":"\#(String(repeating: "a", count: 65))"}"#,
+            ] {
                 let answer = try await harness.call("/forge/heartbeat", token: token, body: body)
                 #expect(answer.status == .badRequest, "\(body)")
                 #expect(answer.error?.isEmpty == false, "a JSON reason for \(body)")
@@ -139,7 +144,8 @@ struct ForgeRemoteTests {
             let noIssue = try await harness.heartbeat(FakeForge.panelClaims(issueID: nil, issueKey: nil))
             #expect(noIssue.status == .badRequest)
             #expect(noIssue.error == "no issue in the invocation context")
-            let tooBig = try await harness.call("/forge/heartbeat", token: token, body: #"{"tabId":"t","pad":"\#(String(repeating: "x", count: 70_000))"}"#)
+            let tooBig = try await harness.call(
+                "/forge/heartbeat", token: token, body: #"{"tabId":"t","pad":"\#(String(repeating: "x", count: 70_000))"}"#)
             #expect(tooBig.status == .contentTooLarge)
             #expect(try await harness.viewerRows == 0)
         }
@@ -149,13 +155,15 @@ struct ForgeRemoteTests {
         try await withForge { harness in
             _ = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice"), tab: "tab-a")
             _ = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:bob"), tab: "tab-b")
-            let left = try await harness.call("/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-b"}"#)
+            let left = try await harness.call(
+                "/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-b"}"#)
             #expect(left.status == .ok)
             #expect(left.body == #"{"ok":true}"#)
             let alice = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice"), tab: "tab-a")
             #expect(alice.beat?.viewers.map(\.accountId) == ["557058:alice"])
             // Another person's tab id does not remove their row: the token names whose tab it is.
-            _ = try await harness.call("/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-a"}"#)
+            _ = try await harness.call(
+                "/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-a"}"#)
             #expect(try await harness.viewerRows == 1)
         }
     }
@@ -170,7 +178,8 @@ struct ForgeRemoteTests {
             #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .installed)
             // A retry delivers the event under `payload` with a retryContext.
             claims["app"] = (claims["app"] as! [String: Any]).merging(["installationId": Self.otherInstallation]) { $1 }
-            let retried = #"{"payload":{"eventType":"avi:forge:upgraded:app","id":"x"},"retryContext":{"retryCount":1,"retryReason":"TIMEOUT_ERROR","retryData":null}}"#
+            let retried =
+                #"{"payload":{"eventType":"avi:forge:upgraded:app","id":"x"},"retryContext":{"retryCount":1,"retryReason":"TIMEOUT_ERROR","retryData":null}}"#
             let upgraded = try await harness.call("/forge/lifecycle", token: try await harness.forge.token(claims), body: retried)
             #expect(upgraded.status == .ok)
             let other = try #require(try await harness.testApp.tenants.tenant(clientKey: Self.otherInstallation))
@@ -184,7 +193,8 @@ struct ForgeRemoteTests {
     @Test func uninstallErasesPersonalDataAndRefusesLaterCalls() async throws {
         try await withForge { harness in
             _ = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice"))
-            try await harness.testApp.pool.query("""
+            try await harness.testApp.pool.query(
+                """
                 INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
                 VALUES (\(Self.installation), '557058:alice', 'found', 'Alice', now(), now() + interval '1 day')
                 """)
@@ -234,9 +244,15 @@ struct ForgeRemoteTests {
             let cases: [(String, String?, String)] = [
                 ("no token", nil, "missing Forge invocation token"),
                 ("garbage", "not.a.token", "malformed Forge invocation token"),
-                ("wrong audience", try await forge.token(changed("aud", "ari:cloud:ecosystem::app/00000000-0000-0000-0000-000000000000")), "token audience is not this app"),
+                (
+                    "wrong audience", try await forge.token(changed("aud", "ari:cloud:ecosystem::app/00000000-0000-0000-0000-000000000000")),
+                    "token audience is not this app"
+                ),
                 ("wrong issuer", try await forge.token(changed("iss", "someone-else")), "token issuer is not Forge"),
-                ("wrong app id", try await forge.token(changedApp("id", "ari:cloud:ecosystem::app/00000000-0000-0000-0000-000000000000")), "token app is not this app"),
+                (
+                    "wrong app id", try await forge.token(changedApp("id", "ari:cloud:ecosystem::app/00000000-0000-0000-0000-000000000000")),
+                    "token app is not this app"
+                ),
                 ("expired", try await forge.token(changed("exp", now - 60)), "token expired"),
                 ("not yet valid", try await forge.token(changed("nbf", now + 120)), "token not yet valid"),
                 ("alg none", try forge.unsignedToken(valid), "token algorithm none not allowed"),
@@ -256,7 +272,9 @@ struct ForgeRemoteTests {
                 }
             }
             // A bearer header with another scheme is no token either.
-            let basic = try await harness.client.execute(uri: "/forge/heartbeat", method: .post, headers: [.authorization: "Basic YTpi"], body: ByteBuffer(string: "{}")) { $0.status }
+            let basic = try await harness.client.execute(
+                uri: "/forge/heartbeat", method: .post, headers: [.authorization: "Basic YTpi"], body: ByteBuffer(string: "{}")
+            ) { $0.status }
             #expect(basic == .unauthorized)
             #expect(try await harness.viewerRows == 0)
             #expect(try await harness.tenantRows == 0)
@@ -270,7 +288,8 @@ struct ForgeRemoteTests {
             #expect(try await harness.heartbeat(FakeForge.panelClaims()).status == .ok)
             #expect(harness.forge.jwksFetches == 1)
             for index in 0..<20 {
-                let token = try await harness.forge.token(FakeForge.panelClaims(), key: harness.forge.unpublished, kid: "forge/invocation-token/made-up-\(index)")
+                let token = try await harness.forge.token(
+                    FakeForge.panelClaims(), key: harness.forge.unpublished, kid: "forge/invocation-token/made-up-\(index)")
                 #expect(try await harness.call("/forge/heartbeat", token: token).status == .unauthorized)
             }
             #expect(harness.forge.jwksFetches == 1, "no refetch within a minute of the last")

@@ -142,7 +142,11 @@ struct ForgeController {
         guard let tabID = try await object(request, context: context)["tabId"] as? String else {
             throw HTTPError(.badRequest, message: "tabId missing")
         }
-        guard (1...64).contains(tabID.utf8.count), tabID.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+        guard (1...64).contains(tabID.utf8.count),
+            tabID.utf8.allSatisfy({
+                $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
+            })
+        else {
             throw HTTPError(.badRequest, message: "tabId must be 1 to 64 letters, digits or dashes")
         }
         return tabID
