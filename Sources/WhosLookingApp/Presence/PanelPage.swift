@@ -86,20 +86,23 @@ struct ViewerItem {
 }
 
 enum HTML {
-    /// Text made safe to place in HTML content or a quoted attribute.
+    /// Text made safe to place in HTML content or a quoted attribute. Works on Unicode scalars,
+    /// not `Character`s: a quote followed by a combining mark, a zero-width joiner or a
+    /// variation selector is one grapheme cluster that is not equal to `"`, and walking
+    /// Characters let it through unescaped, out of the attribute.
     static func escape(_ text: String) -> String {
-        var escaped = ""
-        escaped.reserveCapacity(text.count)
-        for character in text {
-            switch character {
-            case "&": escaped += "&amp;"
-            case "<": escaped += "&lt;"
-            case ">": escaped += "&gt;"
-            case "\"": escaped += "&quot;"
-            case "'": escaped += "&#39;"
-            default: escaped.append(character)
+        var escaped = String.UnicodeScalarView()
+        escaped.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": escaped.append(contentsOf: "&amp;".unicodeScalars)
+            case "<": escaped.append(contentsOf: "&lt;".unicodeScalars)
+            case ">": escaped.append(contentsOf: "&gt;".unicodeScalars)
+            case "\"": escaped.append(contentsOf: "&quot;".unicodeScalars)
+            case "'": escaped.append(contentsOf: "&#39;".unicodeScalars)
+            default: escaped.append(scalar)
             }
         }
-        return escaped
+        return String(escaped)
     }
 }
