@@ -19,7 +19,10 @@ public struct PersonalDataReporter: Service {
         public var interval: Duration
         public var defaultCycle: TimeInterval = 7 * 24 * 3600
         public var batchSize = 90
-        public var maxRetryAfter: TimeInterval = 3600
+        /// The longest `Retry-After` waited out inside a run; a longer one skips the site until the next run.
+        public var maxRetryAfter: TimeInterval = 60
+        /// A `Cycle-Period` outside these bounds is ignored.
+        public var cycleBounds: ClosedRange<TimeInterval> = 3600...(366 * 24 * 3600)
 
         public init(reportURL: URL, interval: Duration) {
             self.reportURL = reportURL
@@ -117,10 +120,12 @@ public struct PersonalDataReporter: Service {
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let payload = ["accounts": accounts.map { ["accountId": $0.accountID, "updatedAt": formatter.string(from: $0.fetchedAt)] }]
         let body = ByteBuffer(data: try JSONSerialization.data(withJSONObject: payload))
+        var waits = 0
         while true {
             summary.requests += 1
             let response = try await client.postJSON(url: settings.reportURL, credentials: site, body: body)
-            if let period = response.headers.first(name: "Cycle-Period").flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), period > 0 {
+            // Header values come from outside: `inf`, `nan`, huge or negative ones are ignored.
+            if let period = Self.seconds(response.headers.first(name: "Cycle-Period")), settings.cycleBounds.contains(period) {
                 try await storeCycle(period)
             }
             switch response.status {
@@ -147,8 +152,13 @@ public struct PersonalDataReporter: Service {
                     summary.updated += toRefetch.count
                 }
             case 429:
-                let seconds = response.headers.first(name: "Retry-After").flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } ?? 60
-                try await Task.sleep(for: .milliseconds(Int64(min(max(seconds, 0), settings.maxRetryAfter) * 1000)))
+                // A short, readable Retry-After is waited out, a few times; anything else skips
+                // the site until the next run, so no answer can make a run wait or loop for ever.
+                waits += 1
+                guard let seconds = Self.seconds(response.headers.first(name: "Retry-After")), seconds <= settings.maxRetryAfter, waits <= 3 else {
+                    throw JiraClient.Failure(description: "report-accounts rate-limited the site; retrying next run")
+                }
+                try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
                 continue
             default:
                 throw JiraClient.Failure(description: "report-accounts answered \(response.status)")
@@ -182,6 +192,14 @@ public struct PersonalDataReporter: Service {
             UPDATE user_details SET reported_at = now()
             WHERE client_key = \(tenant) AND account_id = ANY(\(PostgresTextArray(accountIDs)))
             """)
+    }
+
+    /// A header's whole or decimal seconds: finite, not negative, at most a year; else nil.
+    static func seconds(_ value: String?) -> TimeInterval? {
+        guard let value, let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds.isFinite,
+            (0...(366 * 24 * 3600)).contains(seconds)
+        else { return nil }
+        return seconds
     }
 
     static let cycleSetting = "personal_data_cycle_seconds"

@@ -289,6 +289,47 @@ struct UserDetailsTests {
         }
     }
 
+    /// One site whose report fails does not stop the others' (it is retried next run).
+    @Test func aFailingSiteDoesNotStopReportingForTheOthers() async throws {
+        try await withHarness { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
+            await h.jira.addUser(accountId: "bob", displayName: "Bob")
+            _ = try await h.panel("alice", site: h.siteA)
+            _ = try await h.panel("bob", site: h.siteB)
+            #expect(await eventually { try await h.status("alice", site: h.siteA) == "found" })
+            #expect(await eventually { try await h.status("bob", site: h.siteB) == "found" })
+            await h.jira.setReportAnswer { accounts in accounts.contains("alice") ? (500, [:], "") : (204, [:], "") }
+            let summary = try await h.testApp.parts.reporter.runOnce()
+            #expect(summary.reported == 1, "site B is reported although site A (first in order) fails")
+            #expect(await h.jira.reports.compactMap { $0["accountId"] }.contains("bob"))
+            let reported = try await h.testApp.pool.query("SELECT account_id FROM user_details WHERE reported_at IS NOT NULL")
+            #expect(try reported.map { try $0.decode(String.self, "account_id") } == ["bob"], "alice's failed report is not marked done")
+            await h.jira.setReportAnswer { _ in (204, [:], "") }
+            #expect(try await h.testApp.parts.reporter.runOnce().reported == 1, "site A is retried on the next run")
+        }
+    }
+
+    /// Header values from outside can neither crash the process (`Int(inf)`) nor make it wait for ever.
+    @Test(arguments: ["inf", "nan", "-5", "1e300", "abc", "-inf"])
+    func hostileHeaderValuesAreIgnored(_ value: String) async throws {
+        try await withHarness { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
+            _ = try await h.panel("alice")
+            #expect(await eventually { try await h.status("alice") == "found" })
+            await h.jira.setReportAnswer { _ in (204, ["Cycle-Period": value], "") }
+            #expect(try await h.testApp.parts.reporter.runOnce().reported == 1)
+            let cycle = try await h.testApp.pool.query("SELECT value FROM app_settings WHERE name = 'personal_data_cycle_seconds'")
+            #expect(cycle.isEmpty, "a Cycle-Period of \(value) is not stored")
+
+            try await h.testApp.pool.query("UPDATE user_details SET reported_at = NULL")
+            await h.jira.setReportAnswer { _ in (429, ["Retry-After": value], "") }
+            let started = ContinuousClock.now
+            let summary = try await h.testApp.parts.reporter.runOnce()
+            #expect(summary.reported == 0)
+            #expect(ContinuousClock.now - started < .seconds(5), "a Retry-After of \(value) neither spins nor waits a year")
+        }
+    }
+
     @Test func reportingWaitsForRetryAfter() async throws {
         try await withHarness { h in
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
