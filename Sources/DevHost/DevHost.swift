@@ -11,7 +11,8 @@ import NIOFoundationCompat
 /// A stand-in for a Jira Cloud site, toward the app over real HTTP: it installs the app with a
 /// real signed install (its own RSA key, published under `/install-keys/{kid}`), serves issue
 /// pages with the app's panel in an iframe signed as Jira signs it, an all.js stand-in, and the
-/// REST user and personal data endpoints, verifying the app's JWTs.
+/// REST user and personal data endpoints, verifying the app's JWTs. With a Forge configuration
+/// it also plays Forge's part for the same site (`ForgeSite`, `/forge/...`).
 ///
 /// Its signing goes through jwt-kit (RS256 and HS256), not the app's own HS256 code; only the
 /// canonical request is shared, and Atlassian's vectors guard that.
@@ -20,10 +21,13 @@ public final class DevHost: Sendable {
         public var port: Int
         public var appURL: String
         public var host: String
-        public init(port: Int = 2990, appURL: String = "http://localhost:8080", host: String = "127.0.0.1") {
+        /// Also play Forge's part for a Forge app (`ForgeSite`); nil: Connect only.
+        public var forge: ForgeSite.Configuration?
+        public init(port: Int = 2990, appURL: String = "http://localhost:8080", host: String = "127.0.0.1", forge: ForgeSite.Configuration? = nil) {
             self.port = port
             self.appURL = appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL
             self.host = host
+            self.forge = forge
         }
     }
 
@@ -32,6 +36,8 @@ public final class DevHost: Sendable {
     let state: DevHostState
     let kid = "devhost-\(UUID().uuidString.prefix(8).lowercased())"
     let privateKey: _RSA.Signing.PrivateKey
+    /// The Forge side of the same site, when configured.
+    public let forge: ForgeSite?
 
     /// The site's own URL, which the app sees as the tenant's baseUrl.
     public var baseURL: String { "http://localhost:\(configuration.port)" }
@@ -41,6 +47,9 @@ public final class DevHost: Sendable {
         self.logger = logger
         self.privateKey = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         self.state = DevHostState()
+        self.forge = try configuration.forge.map {
+            try ForgeSite(configuration: $0, siteURL: "http://localhost:\(configuration.port)", appURL: configuration.appURL, logger: logger)
+        }
     }
 
     /// Serves until cancelled, installing the app (retrying until it answers).
@@ -51,10 +60,13 @@ public final class DevHost: Sendable {
             logger: logger
         )
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
             group.addTask { await self.installWhenReachable() }
-            // The install finishes; the server runs until a shutdown signal.
-            try await group.waitForAll()
+            if let forge = self.forge {
+                group.addTask { await forge.installWhenReachable() }
+            }
+            // The server runs until a shutdown signal; installs still waiting for the app stop then.
+            try await app.runService()
+            group.cancelAll()
         }
     }
 
@@ -84,7 +96,8 @@ public final class DevHost: Sendable {
 
     /// Fetches the descriptor and performs a signed install with a fresh shared secret.
     func install() async throws {
-        let descriptorResponse = try await HTTPClient.shared.execute(HTTPClientRequest(url: configuration.appURL + "/atlassian-connect.json"), timeout: .seconds(5))
+        let descriptorResponse = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: configuration.appURL + "/atlassian-connect.json"), timeout: .seconds(5))
         guard descriptorResponse.status == .ok else { throw Failure(description: "descriptor answered \(descriptorResponse.status.code)") }
         let descriptor = try JSONDecoder().decode(Descriptor.self, from: Data(buffer: try await descriptorResponse.body.collect(upTo: 1 << 20)))
         guard let panelURL = descriptor.modules.webPanels.first?.url else { throw Failure(description: "the descriptor has no web panel") }
@@ -97,7 +110,9 @@ public final class DevHost: Sendable {
         let now = Date().timeIntervalSince1970.rounded(.down)
         let claims = ConnectClaims(
             iss: clientKey, aud: .init([descriptor.baseUrl]), iat: now, exp: now + 180,
-            qsh: CanonicalRequest(method: "POST", target: URLComponents(string: installURL)?.percentEncodedPath ?? "/installed", basePath: appBasePath).qsh
+            qsh: CanonicalRequest(
+                method: "POST", target: URLComponents(string: installURL)?.percentEncodedPath ?? "/installed", basePath: appBasePath
+            ).qsh
         )
         let keys = JWTKeyCollection()
         await keys.add(rsa: try Insecure.RSA.PrivateKey(backing: privateKey), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
@@ -117,7 +132,10 @@ public final class DevHost: Sendable {
         guard response.status.code == 200 || response.status.code == 204 else {
             throw Failure(description: "install answered \(response.status.code) \(answer)")
         }
-        await state.installed(.init(clientKey: clientKey, sharedSecret: sharedSecret, appBase: appBase, appBasePath: appBasePath, appKey: descriptor.key, panelURL: panelURL))
+        await state.installed(
+            .init(
+                clientKey: clientKey, sharedSecret: sharedSecret, appBase: appBase, appBasePath: appBasePath, appKey: descriptor.key,
+                panelURL: panelURL))
         logger.notice("app installed", metadata: ["app": "\(appBase)", "clientKey": "\(clientKey)"])
     }
 }

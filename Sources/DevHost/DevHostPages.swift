@@ -20,7 +20,8 @@ enum DevHostPages {
         table{border-collapse:collapse}td,th{padding:6px 12px;text-align:left}
         """
 
-    static func index(installed: Bool, appURL: String) -> String {
+    /// `forge`: the Forge section (`ForgePages.indexSection`), empty without Forge.
+    static func index(installed: Bool, appURL: String, forge: String = "") -> String {
         let rows = Cast.issues.map { issue in
             let links = Cast.people.filter { $0.accountType == "atlassian" }.map { person in
                 #"<a href="/browse/\#(issue.key)?as=\#(person.accountId)">\#(escape(person.displayName))</a>"#
@@ -33,13 +34,14 @@ enum DevHostPages {
             <p>App: \(escape(appURL)) — \(installed ? "installed" : "<b>not installed yet</b> (is the app running?)")
             <form method="post" action="/reinstall" style="display:inline"><button>Reinstall</button></form></p>
             <p>Open an issue as a person; open the same issue as someone else in another browser (or a private window) to see each other.</p>
-            <table><tr><th>Issue</th><th>Open as</th></tr>\(rows)</table></div></main></body></html>
+            <table><tr><th>Issue</th><th>Open as</th></tr>\(rows)</table>\(forge)</div></main></body></html>
             """
     }
 
     /// An issue page with the app's panel in an iframe, and the host half of the AP bridge.
     static func issue(_ issue: Cast.Issue, viewer: Cast.Person?, panelURL: String?, contextToken: String?) -> String {
-        let panel = panelURL.map { #"<iframe id="app-panel" title="Who's Looking" src="\#(escape($0))"></iframe>"# }
+        let panel =
+            panelURL.map { #"<iframe id="app-panel" title="Who's Looking" src="\#(escape($0))"></iframe>"# }
             ?? "<p>The app is not installed yet.</p>"
         return """
             <!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>\(issue.key) \(escape(issue.summary))</title><style>\(style)</style></head>
