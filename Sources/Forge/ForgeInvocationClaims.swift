@@ -2,9 +2,10 @@ import Foundation
 import JWTKit
 
 /// The claims of a Forge Invocation Token (FIT): what Forge says about a call it proxies to
-/// our remote. Only the fields we use are decoded; unknown ones are ignored, and identifiers
+/// our remote, read once jwt-kit has checked the signature; `ForgeTokenVerifier` checks them
+/// with its own clock and leeway. Only the fields we use are decoded; unknown ones are ignored, and identifiers
 /// that the docs show as strings are also accepted as numbers.
-public struct ForgeInvocationClaims: JWTPayload, Sendable {
+public struct ForgeInvocationClaims: Codable, Sendable {
     public struct App: Codable, Sendable {
         public struct Module: Codable, Sendable {
             public var type: String?
@@ -52,10 +53,6 @@ public struct ForgeInvocationClaims: JWTPayload, Sendable {
     public var context: Context?
     /// The account of the user whose browser made the call; absent for anonymous users and events.
     public var principal: String?
-
-    /// Signature checks are jwt-kit's; the claims are checked by `ForgeTokenVerifier` with its
-    /// own clock and leeway.
-    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// A string that may arrive as a JSON number (issue ids are strings in Forge's examples).

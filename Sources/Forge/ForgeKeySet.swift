@@ -4,12 +4,17 @@ import JWTKit
 import Logging
 import NIOCore
 import NIOFoundationCompat
+import Synchronization
 
 /// Forge's public keys for invocation tokens: the JWKS at `FORGE_JWKS_URL`, fetched on the
 /// first token and again only when a token names a kid we do not hold, at most once a
 /// minute (an unknown kid is cheap for anyone to send). One fetch at a time; RSA keys only,
 /// each used for RS256 alone whatever the JWKS says; at most `maxKeys`, so a hostile or
 /// broken key server cannot grow memory.
+///
+/// Verification reads the keys it holds from a snapshot without entering the actor (jwt-kit's
+/// own `JWTKeyCollection` is an actor, and verifying through it serialised every heartbeat's
+/// RSA check on one executor); only fetching is the actor's.
 public actor ForgeKeySet {
     public let jwksURL: String
     private let httpClient: HTTPClient
@@ -19,8 +24,8 @@ public actor ForgeKeySet {
     private let maxKeys: Int
     private let logger: Logger
 
-    private var keys = JWTKeyCollection()
-    private var kids: Set<String> = []
+    /// kid → RS256 verifier (jwt-kit's), replaced whole by each fetch.
+    private nonisolated let algorithms = Mutex<[String: any JWTAlgorithm]>([:])
     private var lastFetch: ContinuousClock.Instant?
     private var lastFetchFailed = false
     /// The fetch under way; concurrent callers await this one instead of starting their own.
@@ -39,9 +44,13 @@ public actor ForgeKeySet {
         self.logger = logger
     }
 
-    /// The keys to verify a token whose header names `kid`, which they are sure to hold.
-    public func keys(for kid: String) async throws(ForgeTokenRejection) -> JWTKeyCollection {
-        if kids.contains(kid) { return keys }
+    /// jwt-kit's RS256 verifier for the key named `kid`, fetching the key set if needed.
+    public nonisolated func algorithm(for kid: String) async throws(ForgeTokenRejection) -> any JWTAlgorithm {
+        if let known = algorithms.withLock({ $0[kid] }) { return known }
+        return try await fetchedAlgorithm(for: kid)
+    }
+
+    private func fetchedAlgorithm(for kid: String) async throws(ForgeTokenRejection) -> any JWTAlgorithm {
         if let fetching {
             await fetching.value
         } else if mayFetch() {
@@ -50,8 +59,9 @@ public actor ForgeKeySet {
             await task.value
             fetching = nil
         }
-        if kids.contains(kid) { return keys }
-        throw lastFetchFailed && kids.isEmpty ? .keyServerUnavailable : .unknownKeyID
+        let (known, isEmpty) = algorithms.withLock { ($0[kid], $0.isEmpty) }
+        if let known { return known }
+        throw lastFetchFailed && isEmpty ? .keyServerUnavailable : .unknownKeyID
     }
 
     private func mayFetch() -> Bool {
@@ -68,20 +78,23 @@ public actor ForgeKeySet {
                 throw Failure(description: "JWKS answered \(response.status.code)")
             }
             let set = try JSONDecoder().decode(KeySet.self, from: Data(buffer: body))
-            let fresh = JWTKeyCollection()
-            var freshKids: Set<String> = []
+            var fresh: [String: any JWTAlgorithm] = [:]
             for key in set.keys.prefix(maxKeys) {
                 guard key.kty == "RSA", key.alg == nil || key.alg == "RS256", key.use == nil || key.use == "sig",
                     let kid = key.kid, ForgeTokenVerifier.isPlausibleKeyID(kid), let n = key.n, let e = key.e,
                     let publicKey = try? Insecure.RSA.PublicKey(modulus: n, exponent: e)
                 else { continue }
-                await fresh.add(rsa: publicKey, digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
-                freshKids.insert(kid)
+                // RS256 whatever the JWK says: the collection hands back jwt-kit's verifier for it.
+                let collection = JWTKeyCollection()
+                await collection.add(rsa: publicKey, digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
+                if let algorithm = try? await collection.getKey(for: JWKIdentifier(string: kid), alg: "RS256") {
+                    fresh[kid] = algorithm
+                }
             }
-            keys = fresh
-            kids = freshKids
+            let count = fresh.count
+            algorithms.withLock { $0 = fresh }
             lastFetchFailed = false
-            logger.info("fetched Forge signing keys", metadata: ["keys": "\(freshKids.count)"])
+            logger.info("fetched Forge signing keys", metadata: ["keys": "\(count)"])
         } catch {
             lastFetchFailed = true
             logger.warning("cannot fetch Forge signing keys", metadata: ["url": "\(jwksURL)", "error": "\(error)"])

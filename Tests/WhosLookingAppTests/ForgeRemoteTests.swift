@@ -300,23 +300,23 @@ struct ForgeRemoteTests {
         let forge = try FakeForge()
         try await forge.withJWKS { jwksURL in
             let keySet = ForgeKeySet(jwksURL: jwksURL, refetchInterval: .milliseconds(300), logger: TestDatabase.logger)
-            _ = try await keySet.keys(for: forge.published.kid)
+            _ = try await keySet.algorithm(for: forge.published.kid)
             #expect(forge.jwksFetches == 1)
-            await #expect(throws: ForgeTokenRejection.unknownKeyID) { try await keySet.keys(for: "rotated-in-later") }
+            await #expect(throws: ForgeTokenRejection.unknownKeyID) { try await keySet.algorithm(for: "rotated-in-later") }
             #expect(forge.jwksFetches == 1)
             try await Task.sleep(for: .milliseconds(400))
             await withTaskGroup(of: Void.self) { group in
-                for _ in 0..<20 { group.addTask { _ = try? await keySet.keys(for: "rotated-in-later") } }
+                for _ in 0..<20 { group.addTask { _ = try? await keySet.algorithm(for: "rotated-in-later") } }
             }
             #expect(forge.jwksFetches == 2, "one fetch for twenty concurrent callers")
-            _ = try await keySet.keys(for: forge.published.kid)
+            _ = try await keySet.algorithm(for: forge.published.kid)
             #expect(forge.jwksFetches == 2, "a known kid never fetches")
         }
     }
 
     @Test func anUnreachableKeyServerIsOursNotTheCallers() async throws {
         let keySet = ForgeKeySet(jwksURL: "http://127.0.0.1:9/jwks.json", logger: TestDatabase.logger)
-        await #expect(throws: ForgeTokenRejection.keyServerUnavailable) { try await keySet.keys(for: "any") }
+        await #expect(throws: ForgeTokenRejection.keyServerUnavailable) { try await keySet.algorithm(for: "any") }
     }
 
     @Test func forgeRoutesAreOffWithoutAnAppID() async throws {
@@ -336,7 +336,7 @@ struct ForgeRemoteTests {
         let systemToken = FakeForge.systemToken()
         await jira.addForgeSite("forge-site", systemToken: systemToken)
         try await jira.serve { jiraURL in
-            try await withForge { harness in
+            try await withForge(environment: ["PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/"]) { harness in
                 let claims = FakeForge.panelClaims(principal: "557058:alice", apiBaseURL: "\(jiraURL)/forge-site")
                 let first = try await harness.heartbeat(claims)
                 #expect(first.beat?.viewers.first?.displayName == nil, "no token yet: nothing fetched, the answer does not wait")
@@ -352,6 +352,12 @@ struct ForgeRemoteTests {
                 #expect(await jira.userCalls(site: "forge-site").allSatisfy { $0.status == 200 })
                 let avatar = try await harness.heartbeat(claims).beat?.viewers.first?.avatarUrl
                 #expect(avatar == "https://avatars.example/alice.png")
+
+                // The stored name is reported to the personal data API with the same token.
+                let summary = try await harness.testApp.parts.reporter.runOnce()
+                #expect(summary.reported == 1)
+                #expect(await jira.reports.compactMap { $0["accountId"] } == ["557058:alice"])
+                #expect(await jira.unverified.isEmpty)
             }
         }
     }
