@@ -245,6 +245,39 @@ struct ForgeBrowserTests {
         }
     }
 
+    /// The panel follows Jira's theme (`view.theme.enable()`): dark text on light, light on dark.
+    @Test func thePanelFollowsJirasLightAndDarkTheme() async throws {
+        try await withStack { stack in
+            let alice = try await stack.driver.newSession()
+            defer { Task { await alice.quit() } }
+            func colours() async throws -> (mode: String, background: Double, text: Double) {
+                try await alice.enterFrame("#forge-panel")
+                defer { Task { try? await alice.enterFrame(nil) } }
+                let value = try await alice.execute(
+                    """
+                    var name = document.querySelector('li.viewer .name');
+                    return [document.documentElement.getAttribute('data-color-mode') || '',
+                            getComputedStyle(document.body).backgroundColor, name ? getComputedStyle(name).color : ''];
+                    """) as? [String] ?? []
+                // Brightness of "rgb(r, g, b)" as the sum of its channels (0 black, 765 white).
+                func brightness(_ css: String) -> Double {
+                    css.split(whereSeparator: { !"0123456789.".contains($0) }).prefix(3).compactMap { Double($0) }.reduce(0, +)
+                }
+                return (value.first ?? "", brightness(value.count > 1 ? value[1] : ""), brightness(value.count > 2 ? value[2] : ""))
+            }
+            for (theme, dark) in [("", false), ("&theme=dark", true)] {
+                try await alice.navigate(stack.issueURL("DEMO-1", as: "alice") + theme)
+                await stack.expectEventually("Alice is listed", observed: { "\(await stack.accounts(alice))" }) {
+                    await stack.accounts(alice) == ["alice"]
+                }
+                let seen = try await colours()
+                #expect(seen.mode == (dark ? "dark" : "light"), "\(seen)")
+                #expect(dark ? seen.background < 200 : seen.background > 600, "background \(seen)")
+                #expect(dark ? seen.text > seen.background + 200 : seen.text < seen.background - 200, "text on background \(seen)")
+            }
+        }
+    }
+
     @Test func aNameMadeOfMarkupShowsAsText() async throws {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
