@@ -67,14 +67,22 @@ public struct TenantRepository: Sendable {
     /// Idempotent; answers false for a tenant we never knew.
     @discardableResult
     public func uninstall(clientKey: String, at now: Date = Date()) async throws -> Bool {
-        try await pool.transaction { connection in
-            try await uninstall(clientKey: clientKey, at: now, on: connection)
+        try await retryingDeadlocks {
+            try await pool.transaction { connection in
+                try await uninstall(clientKey: clientKey, at: now, on: connection)
+            }
         }
     }
 
     /// Forge's preUninstall: the same erase path, and an installation we never saw is
     /// remembered as uninstalled, so a late call for it cannot register it afterwards.
     public func uninstallForge(_ installation: ForgeInstallation, at now: Date = Date()) async throws {
+        try await retryingDeadlocks {
+            try await uninstallForge(installation, at: now, once: ())
+        }
+    }
+
+    private func uninstallForge(_ installation: ForgeInstallation, at now: Date, once: Void) async throws {
         try await pool.transaction { connection in
             try await connection.query(
                 """
@@ -84,6 +92,19 @@ public struct TenantRepository: Sendable {
                 ON CONFLICT (client_key) DO NOTHING
                 """)
             _ = try await uninstall(clientKey: installation.installationID, at: now, on: connection)
+        }
+    }
+
+    /// Uninstall erases rows other writers may hold locks on (a heartbeat batch, a user
+    /// lookup): a deadlock aborts one side, and uninstall, being idempotent, tries again.
+    private func retryingDeadlocks<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch let error as PostgresError where error.sqlState == SQLState.deadlockDetected && attempt < 3 {
+                attempt += 1
+            }
         }
     }
 

@@ -2,6 +2,13 @@ import Foundation
 import Libpq
 
 /// Cached user details (`Migrations/0003_user_details.sql`) and the personal-data bookkeeping.
+///
+/// Every write of a name or avatar reads the `tenants` row (owned by the Tenants module) in
+/// the same statement, `FOR SHARE`: a lookup that finishes after an uninstall must not write
+/// personal data back. The share lock orders the write against uninstall's `UPDATE tenants`:
+/// either the write commits first and uninstall's erase (a later statement of its
+/// transaction) sees and deletes the rows, or the write waits, sees the tenant uninstalled
+/// and writes nothing.
 public struct UserDetailsRepository: Sendable {
     let pool: PostgresPool
     /// How long found details are fresh; each row gets up to 10% more so rows do not expire together.
@@ -34,14 +41,15 @@ public struct UserDetailsRepository: Sendable {
         let rows = latest.values.sorted { $0.accountId < $1.accountId }
         guard !rows.isEmpty else { return }
         try await pool.query("""
+            WITH installed AS (SELECT client_key FROM tenants WHERE client_key = \(tenant) AND state = 'installed' FOR SHARE)
             INSERT INTO user_details (client_key, account_id, status, display_name, avatar_url, account_type, active, fetched_at, expires_at)
-            SELECT \(tenant), u.account_id, u.status, u.display_name, u.avatar_url, u.account_type, u.active::boolean, \(fetchedAt),
+            SELECT installed.client_key, u.account_id, u.status, u.display_name, u.avatar_url, u.account_type, u.active::boolean, \(fetchedAt),
                    \(fetchedAt) + make_interval(secs => \(ttl) * (1 + random() * 0.1))
             FROM unnest(
                 \(PostgresTextArray(rows.map(\.accountId))), \(PostgresTextArray(rows.map { $0.isPerson ? "found" : "not_person" })),
                 \(PostgresTextArray(rows.map { $0.isPerson ? $0.displayName : nil })), \(PostgresTextArray(rows.map { $0.isPerson ? $0.avatarURL : nil })),
                 \(PostgresTextArray(rows.map(\.accountType))), \(PostgresTextArray(rows.map { user in user.isPerson ? user.active.map { "\($0)" } : nil }))
-            ) AS u(account_id, status, display_name, avatar_url, account_type, active)
+            ) AS u(account_id, status, display_name, avatar_url, account_type, active), installed
             ON CONFLICT (client_key, account_id) DO UPDATE SET
                 status = EXCLUDED.status, display_name = EXCLUDED.display_name, avatar_url = EXCLUDED.avatar_url,
                 account_type = EXCLUDED.account_type, active = EXCLUDED.active,
@@ -55,9 +63,10 @@ public struct UserDetailsRepository: Sendable {
         let accounts = Set(accountIDs.filter { $0 != unknownAccountID }).sorted()
         guard !accounts.isEmpty else { return }
         try await pool.query("""
+            WITH installed AS (SELECT client_key FROM tenants WHERE client_key = \(tenant) AND state = 'installed' FOR SHARE)
             INSERT INTO user_details (client_key, account_id, status, fetched_at, expires_at)
-            SELECT \(tenant), account_id, 'missing', \(now), \(now) + make_interval(secs => \(missingTTL) * (1 + random() * 0.1))
-            FROM unnest(\(PostgresTextArray(accounts))) AS account_id
+            SELECT installed.client_key, account_id, 'missing', \(now), \(now) + make_interval(secs => \(missingTTL) * (1 + random() * 0.1))
+            FROM unnest(\(PostgresTextArray(accounts))) AS account_id, installed
             ON CONFLICT (client_key, account_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
             """)
     }

@@ -1,0 +1,71 @@
+import Foundation
+import Libpq
+import Tenants
+import TestSupport
+import Testing
+import UserDirectory
+
+@testable import WhosLookingApp
+
+/// A user lookup that finishes after an uninstall must not write names back: nothing would
+/// ever erase them (issue 12, defect 6).
+@Suite("Personal data after an uninstall", .serialized)
+struct PersonalDataAfterUninstallTests {
+    static let site = TenantInstallation(
+        clientKey: "jira:erased", baseURL: URL(string: "https://erased.atlassian.net")!, sharedSecret: "erased-site-secret-0123456789abcdef"
+    )
+    static let alice = JiraUser(accountId: "alice", accountType: "atlassian", displayName: "Alice", active: true, avatarUrls: nil)
+
+    func detailRows(_ testApp: TestApp) async throws -> Int {
+        try await testApp.pool.query("SELECT count(*) AS n FROM user_details")[0].decode(Int.self, "n")
+    }
+
+    @Test func aLookupFinishingAfterTheUninstallWritesNothing() async throws {
+        try await TestApp.with { testApp, _ in
+            try await testApp.tenants.install(Self.site)
+            try await testApp.tenants.uninstall(clientKey: Self.site.clientKey)
+            try await testApp.parts.userDetails.store(tenant: Self.site.clientKey, users: [Self.alice])
+            try await testApp.parts.userDetails.storeMissing(tenant: Self.site.clientKey, accountIDs: ["bob"])
+            #expect(try await detailRows(testApp) == 0)
+            // A site we never knew is no different.
+            try await testApp.parts.userDetails.store(tenant: "jira:never-installed", users: [Self.alice])
+            #expect(try await detailRows(testApp) == 0)
+            // While installed, the same calls do write.
+            try await testApp.tenants.install(Self.site)
+            try await testApp.parts.userDetails.store(tenant: Self.site.clientKey, users: [Self.alice])
+            try await testApp.parts.userDetails.storeMissing(tenant: Self.site.clientKey, accountIDs: ["bob"])
+            #expect(try await detailRows(testApp) == 2)
+        }
+    }
+
+    /// A lookup that writes while the uninstall transaction is open waits for it, then writes
+    /// nothing; the erase that ran inside the uninstall is not undone.
+    @Test func aLookupRacingTheUninstallIsOrderedByTheTenantRowLock() async throws {
+        try await TestApp.with { testApp, _ in
+            try await testApp.tenants.install(Self.site)
+            let pool = testApp.pool
+            let uninstalling = Task {
+                try await pool.transaction { connection in
+                    try await connection.query(
+                        "UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL WHERE client_key = \(Self.site.clientKey)"
+                    )
+                    try await connection.query("DELETE FROM user_details WHERE client_key = \(Self.site.clientKey)")
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+            try await Task.sleep(for: .milliseconds(150))
+            try await testApp.parts.userDetails.store(tenant: Self.site.clientKey, users: [Self.alice])
+            try await uninstalling.value
+            #expect(try await detailRows(testApp) == 0)
+        }
+    }
+
+    @Test func uninstallIsIdempotent() async throws {
+        try await TestApp.with { testApp, _ in
+            try await testApp.tenants.install(Self.site)
+            #expect(try await testApp.tenants.uninstall(clientKey: Self.site.clientKey))
+            #expect(try await testApp.tenants.uninstall(clientKey: Self.site.clientKey), "a second uninstall of a known site still succeeds")
+            #expect(try await testApp.tenants.tenant(clientKey: Self.site.clientKey)?.state == .uninstalled)
+        }
+    }
+}
