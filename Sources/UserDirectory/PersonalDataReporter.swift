@@ -35,6 +35,8 @@ public struct PersonalDataReporter: Service {
         public var closed = 0
         public var updated = 0
         public var requests = 0
+        /// The run was skipped: another instance holds the report lock.
+        public var anotherInstanceReporting = false
     }
 
     struct Answer: Decodable {
@@ -86,9 +88,33 @@ public struct PersonalDataReporter: Service {
         }
     }
 
+    /// One report run across instances: the run holds a session advisory lock on a connection
+    /// of its own (released when the run ends, or by the server if that connection dies), and
+    /// an instance that finds it held skips its run.
+    public func runOnce() async throws -> Summary {
+        try await pool.withConnection { lockHolder in
+            let locked = try await lockHolder.query("SELECT pg_try_advisory_lock(\(Self.reportLockKey)) AS locked")
+            guard try locked[0].decode(Bool.self, "locked") else {
+                logger.debug("another instance is reporting personal data")
+                return Summary(anotherInstanceReporting: true)
+            }
+            do {
+                let summary = try await reportDue()
+                _ = try? await lockHolder.query("SELECT pg_advisory_unlock(\(Self.reportLockKey))")
+                return summary
+            } catch {
+                _ = try? await lockHolder.query("SELECT pg_advisory_unlock(\(Self.reportLockKey))")
+                throw error
+            }
+        }
+    }
+
+    /// "reporter" in ASCII.
+    public static let reportLockKey = 0x7265_706F_7274_6572
+
     /// Reports every account that is due, tenant by tenant. A tenant that cannot be reported
     /// now (no token yet, or its report failed) is skipped for this run; the others go on.
-    public func runOnce() async throws -> Summary {
+    func reportDue() async throws -> Summary {
         var summary = Summary()
         let cycle = try await currentCycle()
         var skipped: [String] = []

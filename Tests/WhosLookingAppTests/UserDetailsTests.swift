@@ -289,6 +289,29 @@ struct UserDetailsTests {
         }
     }
 
+    /// Two instances never report the same batch: a run finding the report lock held skips.
+    @Test func oneReporterAtATimeAcrossInstances() async throws {
+        try await withHarness { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
+            _ = try await h.panel("alice")
+            #expect(await eventually { try await h.status("alice") == "found" })
+            // Another instance's run holds the lock on a connection of its own.
+            let other = PostgresPool(configuration: .init(conninfo: h.testApp.pool.configuration.conninfo, maxConnections: 1), logger: TestDatabase.logger)
+            try await other.withConnection { connection in
+                try await connection.query("SELECT pg_advisory_lock(\(PersonalDataReporter.reportLockKey))")
+                let skipped = try await h.testApp.parts.reporter.runOnce()
+                #expect(skipped.anotherInstanceReporting)
+                #expect(skipped.requests == 0)
+                #expect(await h.jira.reports.isEmpty)
+                try await connection.query("SELECT pg_advisory_unlock(\(PersonalDataReporter.reportLockKey))")
+            }
+            await other.close()
+            let summary = try await h.testApp.parts.reporter.runOnce()
+            #expect(!summary.anotherInstanceReporting)
+            #expect(summary.reported == 1)
+        }
+    }
+
     /// One site whose report fails does not stop the others' (it is retried next run).
     @Test func aFailingSiteDoesNotStopReportingForTheOthers() async throws {
         try await withHarness { h in
