@@ -15,36 +15,47 @@ public struct ViewerTicket: Codable, Sendable, Equatable {
     public var tabID: String
     /// Seconds since 1970.
     public var expires: Double
+    /// When the panel was loaded (seconds since 1970): renewals keep it, and a chain of renewals
+    /// ends `maxChainAge` after it. nil in tickets from before version 3.
+    public var chainStarted: Double?
 
     enum CodingKeys: String, CodingKey {
-        case tenant = "t", issueID = "i", issueKey = "k", accountID = "a", tabID = "b", expires = "e"
+        case tenant = "t", issueID = "i", issueKey = "k", accountID = "a", tabID = "b", expires = "e", chainStarted = "c"
     }
 
-    public init(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, expires: Double) {
+    public init(
+        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, expires: Double, chainStarted: Double? = nil
+    ) {
         self.tenant = tenant
         self.issueID = issueID
         self.issueKey = issueKey
         self.accountID = accountID
         self.tabID = tabID
         self.expires = expires
+        self.chainStarted = chainStarted
     }
 
     public var viewer: ViewerKey { ViewerKey(tenant: tenant, issueID: issueID, accountID: accountID, tabID: tabID) }
 }
 
-/// The signed payload. Version 2 is binary: a version byte, the expiry as big-endian seconds
-/// (8 bytes), then each string as a big-endian 16-bit length and its UTF-8 bytes. Version 1
-/// was JSON (`Codable` above); those tickets still verify while they live, so an upgrade
-/// does not log anyone out. Binary because JSONEncoder/JSONDecoder were an eighth of a
-/// heartbeat's CPU profile.
+/// The signed payload. Version 3 is binary: a version byte, the expiry and the chain's start
+/// as big-endian seconds (8 bytes each), then each string as a big-endian 16-bit length and
+/// its UTF-8 bytes. Version 2 was the same without the chain's start; version 1 was JSON
+/// (`Codable` above). Older tickets still verify while they live, so an upgrade does not log
+/// anyone out. Binary because JSONEncoder/JSONDecoder were an eighth of a heartbeat's CPU
+/// profile.
 extension ViewerTicket {
-    static let binaryVersion: UInt8 = 2
+    static let binaryVersion: UInt8 = 3
+    static let binaryVersionWithoutChain: UInt8 = 2
 
     var binaryPayload: [UInt8] {
         let fields = [tenant, issueID, issueKey, accountID, tabID]
-        var bytes: [UInt8] = [Self.binaryVersion]
-        bytes.reserveCapacity(9 + fields.reduce(0) { $0 + 2 + $1.utf8.count })
+        var bytes: [UInt8] = [chainStarted == nil ? Self.binaryVersionWithoutChain : Self.binaryVersion]
+        bytes.reserveCapacity(17 + fields.reduce(0) { $0 + 2 + $1.utf8.count })
         withUnsafeBytes(of: Int64(expires).bigEndian) { bytes.append(contentsOf: $0) }
+        if let chainStarted {
+            withUnsafeBytes(of: Int64(chainStarted).bigEndian) { bytes.append(contentsOf: $0) }
+        }
         for field in fields {
             // Each field was checked against a 255-character limit, far below 16 bits.
             let length = UInt16(clamping: field.utf8.count)
@@ -57,13 +68,22 @@ extension ViewerTicket {
 
     init?(payload: [UInt8]) {
         switch payload.first {
-        case Self.binaryVersion?:
+        case let version? where version == Self.binaryVersion || version == Self.binaryVersionWithoutChain:
             var reader = PayloadReader(bytes: payload, offset: 1)
-            guard let expires = reader.int64(), let tenant = reader.string(), let issueID = reader.string(),
-                  let issueKey = reader.string(), let accountID = reader.string(), let tabID = reader.string(),
-                  reader.isAtEnd
+            guard let expires = reader.int64() else { return nil }
+            var chainStarted: Int64?
+            if version == Self.binaryVersion {
+                guard let started = reader.int64() else { return nil }
+                chainStarted = started
+            }
+            guard let tenant = reader.string(), let issueID = reader.string(),
+                let issueKey = reader.string(), let accountID = reader.string(), let tabID = reader.string(),
+                reader.isAtEnd
             else { return nil }
-            self.init(tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID, expires: Double(expires))
+            self.init(
+                tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID, expires: Double(expires),
+                chainStarted: chainStarted.map(Double.init)
+            )
         case UInt8(ascii: "{")?:
             guard let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: Data(payload)) else { return nil }
             self = ticket
@@ -98,12 +118,13 @@ extension ViewerTicket {
 /// Signs and verifies tickets with a key of our own.
 public struct ViewerTicketSigner: Sendable {
     public enum Rejection: Error, Equatable, CustomStringConvertible {
-        case malformed, badSignature, expired
+        case malformed, badSignature, expired, chainTooOld
         public var description: String {
             switch self {
             case .malformed: "malformed ticket"
             case .badSignature: "bad ticket signature"
             case .expired: "ticket expired"
+            case .chainTooOld: "panel open too long: reload the page"
             }
         }
     }
@@ -113,12 +134,16 @@ public struct ViewerTicketSigner: Sendable {
     /// Keys of secrets being rotated out: tickets they signed still verify until they expire.
     private let previousKeyedMACs: [HMAC<SHA256>]
     public let lifetime: TimeInterval
+    /// How long renewals keep a panel's tickets alive after the panel was loaded; then the
+    /// panel must be reloaded (Jira signs a new panel URL, re-checking who is looking).
+    public let maxChainAge: TimeInterval
 
     /// `secret`: key material shared by every instance (derived from SECRET_ENCRYPTION_KEY).
-    public init(secret: SymmetricKey, previousSecrets: [SymmetricKey] = [], lifetime: TimeInterval = 3600) {
+    public init(secret: SymmetricKey, previousSecrets: [SymmetricKey] = [], lifetime: TimeInterval = 3600, maxChainAge: TimeInterval = 12 * 3600) {
         keyedMAC = HMAC(key: Self.ticketKey(secret))
         previousKeyedMACs = previousSecrets.map { HMAC(key: Self.ticketKey($0)) }
         self.lifetime = lifetime
+        self.maxChainAge = maxChainAge
     }
 
     private static func code(_ keyed: HMAC<SHA256>, _ bytes: some DataProtocol) -> HashedAuthenticationCode<SHA256> {
@@ -134,16 +159,26 @@ public struct ViewerTicketSigner: Sendable {
 
     /// A ticket for a new tab, and its signed form for the page.
     public func issue(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()) -> (ticket: ViewerTicket, signed: String) {
-        let ticket = ViewerTicket(tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
-                                  expires: (now.timeIntervalSince1970 + lifetime).rounded(.down))
+        let started = now.timeIntervalSince1970.rounded(.down)
+        let ticket = ViewerTicket(
+            tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
+            expires: min(started + lifetime, started + maxChainAge), chainStarted: started
+        )
         return (ticket, sign(ticket))
     }
 
-    /// The same viewer, with a new expiry.
+    /// The same viewer, with a new expiry, never past the end of its chain.
     public func refresh(_ ticket: ViewerTicket, now: Date = Date()) -> String {
         var renewed = ticket
-        renewed.expires = (now.timeIntervalSince1970 + lifetime).rounded(.down)
+        let started = chainStart(of: ticket)
+        renewed.chainStarted = started
+        renewed.expires = min((now.timeIntervalSince1970 + lifetime).rounded(.down), started + maxChainAge)
         return sign(renewed)
+    }
+
+    /// Tickets from before version 3 count their chain from their own issue.
+    func chainStart(of ticket: ViewerTicket) -> Double {
+        ticket.chainStarted ?? ticket.expires - lifetime
     }
 
     public func sign(_ ticket: ViewerTicket) -> String {
@@ -165,6 +200,7 @@ public struct ViewerTicketSigner: Sendable {
             throw .badSignature
         }
         guard let payload = Base64URL.decode(signed), let ticket = ViewerTicket(payload: payload) else { throw .malformed }
+        guard now.timeIntervalSince1970 <= chainStart(of: ticket) + maxChainAge else { throw .chainTooOld }
         guard ticket.expires >= now.timeIntervalSince1970 else { throw .expired }
         return ticket
     }

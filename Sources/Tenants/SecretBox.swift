@@ -24,10 +24,15 @@ public struct SecretBox: Sendable {
         previous = []
     }
 
-    /// Keys being rotated out, by key id: still opened, never used to seal.
+    /// Keys being rotated out, by key id: still opened, re-sealed under the current key at
+    /// start-up, never used to seal.
     public private(set) var previous: [(keyID: String, key: SymmetricKey)]
+    /// Keys being rotated in (the first step of a rolling rotation): opened, never used to
+    /// seal, and never re-sealed away, so instances still on the old key can open what
+    /// instances already on the new one seal.
+    public private(set) var next: [(keyID: String, key: SymmetricKey)] = []
 
-    /// The same box, also able to open what `base64Keys` sealed.
+    /// The same box, also able to open what `base64Keys` sealed, re-sealing it at start-up.
     public func addingPrevious(_ base64Keys: [String]) throws -> SecretBox {
         var box = self
         for base64 in base64Keys {
@@ -37,8 +42,18 @@ public struct SecretBox: Sendable {
         return box
     }
 
-    /// Previous keys' material, so tickets signed before a rotation still verify.
-    public var previousKeyMaterial: [SymmetricKey] { previous.map(\.key) }
+    /// The same box, also able to open what `base64Keys` sealed, leaving it sealed as it is.
+    public func addingNext(_ base64Keys: [String]) throws -> SecretBox {
+        var box = self
+        for base64 in base64Keys {
+            let new = try SecretBox(base64Key: base64)
+            if new.keyID != keyID { box.next.append((new.keyID, new.key)) }
+        }
+        return box
+    }
+
+    /// Every other key's material, so tickets signed by instances on either side of a rotation verify.
+    public var previousKeyMaterial: [SymmetricKey] { (previous + next).map(\.key) }
 
     /// A new random key, base64.
     public static func generateKey() -> String {
@@ -56,9 +71,10 @@ public struct SecretBox: Sendable {
     public func open(_ sealed: [UInt8], context: String, keyID sealedWith: String? = nil) throws -> String {
         let opener: SymmetricKey
         if let sealedWith, sealedWith != keyID {
-            guard let old = previous.first(where: { $0.keyID == sealedWith }) else {
+            guard let old = (previous + next).first(where: { $0.keyID == sealedWith }) else {
                 throw Failure(
-                    description: "sealed under key \(sealedWith), which is neither SECRET_ENCRYPTION_KEY nor in SECRET_ENCRYPTION_KEY_PREVIOUS")
+                    description: "sealed under key \(sealedWith), which is not SECRET_ENCRYPTION_KEY, nor in SECRET_ENCRYPTION_KEY_PREVIOUS or _NEXT"
+                )
             }
             opener = old.key
         } else {

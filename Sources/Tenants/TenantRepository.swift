@@ -162,11 +162,14 @@ public struct TenantRepository: Sendable {
 
     /// Key rotation: re-seals every secret sealed under a previous key with the current one.
     /// Answers how many; a secret no configured key opens is left as it is, and counted apart.
+    /// Secrets sealed under a next key are left alone: instances already on that key sealed
+    /// them, and re-sealing them back would undo their rotation.
     public func resealUnderCurrentKey() async throws -> (resealed: Int, unreadable: Int) {
         let rows = try await pool.query(
             """
             SELECT client_key, shared_secret_sealed, secret_key_id FROM tenants
             WHERE shared_secret_sealed IS NOT NULL AND secret_key_id <> \(secrets.keyID)
+              AND secret_key_id <> ALL(\(PostgresTextArray(secrets.next.map(\.keyID))))
             """)
         var resealed = 0
         var unreadable = 0

@@ -32,6 +32,8 @@ public struct AppConfiguration: Sendable {
     public var secretEncryptionKey: String?
     /// Keys being rotated out: secrets sealed under them are opened and re-sealed at start-up.
     public var previousSecretEncryptionKeys: [String]
+    /// Keys being rotated in: opened (and their tickets verified), never used to seal.
+    public var nextSecretEncryptionKeys: [String]
     /// Clock leeway for inbound JWT `exp` and `iat`.
     public var jwtLeewaySeconds: Int
     /// How often an open panel sends a heartbeat.
@@ -40,6 +42,8 @@ public struct AppConfiguration: Sendable {
     public var viewerTTLSeconds: Int
     /// How often expired viewers are deleted.
     public var sweepIntervalSeconds: Int
+    /// How long a Connect panel's viewer tickets are renewed after the panel was loaded.
+    public var ticketMaxAgeSeconds: Int
     /// Atlassian's iframe bridge script.
     public var allJSURL: String
     /// The panel's static files.
@@ -96,6 +100,11 @@ public struct AppConfiguration: Sendable {
         for key in previousSecretEncryptionKeys where (try? SecretBox(base64Key: key)) == nil {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY_PREVIOUS", reason: "must be a comma-separated list of base64 32-byte keys")
         }
+        nextSecretEncryptionKeys = (reader.optionalString("SECRET_ENCRYPTION_KEY_NEXT") ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        for key in nextSecretEncryptionKeys where (try? SecretBox(base64Key: key)) == nil {
+            throw Invalid(variable: "SECRET_ENCRYPTION_KEY_NEXT", reason: "must be a comma-separated list of base64 32-byte keys")
+        }
         jwtLeewaySeconds = try reader.integer("JWT_LEEWAY_SECONDS", default: 30, in: 0...300)
         pollIntervalSeconds = try reader.integer("POLL_INTERVAL_SECONDS", default: 10, in: 1...3600)
         viewerTTLSeconds = try reader.integer("VIEWER_TTL_SECONDS", default: 3 * pollIntervalSeconds, in: 1...86400)
@@ -103,6 +112,7 @@ public struct AppConfiguration: Sendable {
             throw Invalid(variable: "VIEWER_TTL_SECONDS", reason: "must be longer than POLL_INTERVAL_SECONDS (\(pollIntervalSeconds)), or every viewer flickers out between heartbeats")
         }
         sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
+        ticketMaxAgeSeconds = try reader.integer("TICKET_MAX_AGE_SECONDS", default: 12 * 3600, in: 60...(7 * 86400))
         allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
         publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))
         userCacheTTLSeconds = try reader.integer("USER_CACHE_TTL_SECONDS", default: 86400, in: 60...(30 * 86400))
@@ -136,7 +146,9 @@ public struct AppConfiguration: Sendable {
     /// The key sealing shared secrets: SECRET_ENCRYPTION_KEY, or with the embedded database a key
     /// generated once into DATA_DIR/secret.key (mode 0600). Other setups must set it.
     public func resolveSecretBox() throws -> SecretBox {
-        if let secretEncryptionKey { return try SecretBox(base64Key: secretEncryptionKey).addingPrevious(previousSecretEncryptionKeys) }
+        if let secretEncryptionKey {
+            return try SecretBox(base64Key: secretEncryptionKey).addingPrevious(previousSecretEncryptionKeys).addingNext(nextSecretEncryptionKeys)
+        }
         guard databaseURL == nil else {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
         }

@@ -77,7 +77,9 @@ struct AppParts {
             settings: .init(reportURL: configuration.personalDataReportURL, interval: .seconds(configuration.personalDataReportIntervalSeconds)),
             logger: logger
         )
-        tickets = ViewerTicketSigner(secret: secrets.keyMaterial, previousSecrets: secrets.previousKeyMaterial)
+        tickets = ViewerTicketSigner(
+            secret: secrets.keyMaterial, previousSecrets: secrets.previousKeyMaterial, maxChainAge: Double(configuration.ticketMaxAgeSeconds)
+        )
         recorder = HeartbeatRecorder(presence: presence, enricher: enricher)
     }
 

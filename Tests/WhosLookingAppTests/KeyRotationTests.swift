@@ -38,6 +38,41 @@ struct KeyRotationTests {
         }
     }
 
+    /// A rolling rotation: while some instances still run on the old key (with the new one as
+    /// NEXT) and others already on the new one (with the old as PREVIOUS), each opens what the
+    /// other sealed and verifies what the other signed, and neither re-seals the other's work
+    /// at start-up (issue 12, defect 9: old instances answered 500 on panels sealed anew).
+    @Test func instancesOnBothSidesOfARollingRotationWorkTogether() async throws {
+        try await TestApp.withMigratedPool { pool in
+            let oldKey = SecretBox.generateKey()
+            let newKey = SecretBox.generateKey()
+            func instance(_ environment: [String: String]) throws -> (tenants: TenantRepository, tickets: ViewerTicketSigner) {
+                let configuration = try AppConfiguration(environment: ["MIGRATIONS_DIR": TestApp.migrations].merging(environment) { $1 })
+                let box = try configuration.resolveSecretBox()
+                return (TenantRepository(pool: pool, secrets: box), ViewerTicketSigner(secret: box.keyMaterial, previousSecrets: box.previousKeyMaterial))
+            }
+            let notYet = try instance(["SECRET_ENCRYPTION_KEY": oldKey, "SECRET_ENCRYPTION_KEY_NEXT": newKey])
+            let already = try instance(["SECRET_ENCRYPTION_KEY": newKey, "SECRET_ENCRYPTION_KEY_PREVIOUS": oldKey])
+
+            // A site (re)installed through an instance already on the new key.
+            try await already.tenants.install(Self.site)
+            #expect(try await notYet.tenants.installedTenantWithSecret(clientKey: Self.site.clientKey)?.sharedSecret == Self.site.sharedSecret)
+            // An old instance restarting meanwhile does not re-seal it back under the old key.
+            #expect(try await notYet.tenants.resealUnderCurrentKey() == (0, 0))
+            #expect(try await already.tenants.installedTenantWithSecret(clientKey: Self.site.clientKey)?.sharedSecret == Self.site.sharedSecret)
+
+            // Tickets cross in both directions.
+            let (_, fromOld) = notYet.tickets.issue(tenant: "t", issueID: "1", issueKey: "K-1", accountID: "a", tabID: "b")
+            let (_, fromNew) = already.tickets.issue(tenant: "t", issueID: "1", issueKey: "K-1", accountID: "a", tabID: "c")
+            #expect(try already.tickets.verify(fromOld).tabID == "b")
+            #expect(try notYet.tickets.verify(fromNew).tabID == "c")
+
+            // Without the NEXT step, an instance on the old key alone cannot open it: the failure this prevents.
+            let oldOnly = try instance(["SECRET_ENCRYPTION_KEY": oldKey])
+            await #expect(throws: SecretBox.Failure.self) { try await oldOnly.tenants.installedTenantWithSecret(clientKey: Self.site.clientKey) }
+        }
+    }
+
     @Test func ticketsSignedBeforeTheRotationStillVerify() throws {
         let old = try SecretBox(base64Key: SecretBox.generateKey())
         let new = try SecretBox(base64Key: SecretBox.generateKey())

@@ -62,4 +62,34 @@ struct ViewerTicketTests {
             try signer.verify(signer.sign(ticket), now: now.addingTimeInterval(601))
         }
     }
+
+    /// Renewals cannot keep a ticket alive for ever: a chain ends `maxChainAge` after the
+    /// panel load, and then the panel must be reloaded (issue 12, defect 8).
+    @Test func aChainOfRenewalsEndsAtItsMaximumAge() throws {
+        let signer = ViewerTicketSigner(secret: secret, lifetime: 600, maxChainAge: 1000)
+        let start = Date()
+        var (ticket, signed) = signer.issue(tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b", now: start)
+        // A panel heartbeating every 100 s, renewing each time.
+        for step in 1...9 {
+            let now = start.addingTimeInterval(Double(step) * 100)
+            ticket = try signer.verify(signed, now: now)
+            signed = signer.refresh(ticket, now: now)
+        }
+        let last = try signer.verify(signed, now: start.addingTimeInterval(950))
+        #expect(last.expires <= start.timeIntervalSince1970 + 1000, "a renewal never reaches past the chain's end")
+        #expect(last.chainStarted == start.timeIntervalSince1970.rounded(.down))
+        #expect(throws: ViewerTicketSigner.Rejection.chainTooOld) { try signer.verify(signed, now: start.addingTimeInterval(1001)) }
+        #expect(throws: ViewerTicketSigner.Rejection.chainTooOld) {
+            try signer.verify(signer.refresh(last, now: start.addingTimeInterval(1001)), now: start.addingTimeInterval(1001))
+        }
+    }
+
+    @Test func aVersionTwoTicketStillVerifiesAndItsRenewalsAreCapped() throws {
+        let now = Date()
+        let old = ViewerTicket(tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b", expires: (now.timeIntervalSince1970 + 60).rounded(.down))
+        #expect(old.binaryPayload.first == 2)
+        #expect(try signer.verify(signedWithOurKey(old.binaryPayload), now: now) == old)
+        let renewed = try signer.verify(signer.refresh(old, now: now), now: now)
+        #expect(renewed.chainStarted == old.expires - 600, "counted from the old ticket's own issue")
+    }
 }
