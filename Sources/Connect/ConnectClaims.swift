@@ -65,7 +65,20 @@ public struct UnverifiedToken: Sendable {
               let claimsData = Data(base64URL: parts[1]),
               let claims = try? JSONDecoder().decode(ConnectClaims.self, from: claimsData)
         else { throw .malformed }
+        // The issuer picks the tenant, so it reaches the database before anything is verified:
+        // only something that can be a client key goes on (1 to 255 bytes, no control characters;
+        // PostgreSQL text cannot hold a NUL and would answer an error, not "unknown").
+        guard Self.isPlausibleIdentifier(claims.iss) else { throw .invalidIssuer }
         self.header = header
         self.claims = claims
     }
+
+    /// 1 to `maxIdentifierBytes` UTF-8 bytes with no control characters: what a client key or an
+    /// account id can be.
+    public static func isPlausibleIdentifier(_ value: String) -> Bool {
+        (1...maxIdentifierBytes).contains(value.utf8.count) && TokenRejection.hasNoControlCharacters(value)
+    }
+
+    /// A client key is at most 255 characters (the lifecycle payload's limit), and ASCII in practice.
+    public static let maxIdentifierBytes = 255
 }

@@ -85,10 +85,21 @@ struct AppParts {
 
     func router() -> Router<AppRequestContext> {
         let router = Router(context: AppRequestContext.self)
+        // Outermost, so that every answer carries the security headers, errors and files included.
+        router.add(middleware: SecurityHeadersMiddleware(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL))
         router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware())
+        // Before anything reads the path or query (the file middleware, routes, the database).
+        router.add(middleware: RequestTargetCheckMiddleware())
         router.add(middleware: DatabaseErrorMiddleware())
-        router.add(middleware: FileMiddleware(configuration.publicDirectory.path, urlBasePath: "/public", logger: logger))
+        router.add(
+            middleware: FileMiddleware(
+                configuration.publicDirectory.path, urlBasePath: "/public",
+                // The panel's script, stylesheet and default avatar: an hour, then revalidated by ETag.
+                cacheControl: CacheControl([(MediaType(type: .any), [.public, .maxAge(3600)])]),
+                logger: logger
+            )
+        )
         let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
 
         HealthController(pool: pool).addRoutes(to: router)

@@ -18,8 +18,11 @@ public enum Server {
 
     /// Process-wide logging (text or JSON lines) and the Prometheus registry behind swift-metrics.
     static func bootstrapObservability(_ configuration: AppConfiguration) -> PrometheusCollectorRegistry {
+        // Both formats escape control characters: values from outside cannot start a log line.
         if configuration.logFormat == "json" {
             LoggingSystem.bootstrap { label in JSONLogHandler(label: label) }
+        } else {
+            LoggingSystem.bootstrap { label in TextLogHandler(label: label) }
         }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

@@ -26,9 +26,15 @@ struct ConnectJWTMiddleware: RouterMiddleware {
                 return found.sharedSecret
             }
             guard let tenant else { throw TokenRejection.unknownIssuer }
+            let accountID = claims.sub.flatMap { $0.isEmpty ? nil : $0 }
+            // Signed by the tenant, but still a value from outside on its way to the database: an
+            // account id with a NUL would be a 500 there, not a refusal.
+            if let accountID, !UnverifiedToken.isPlausibleIdentifier(accountID) { throw TokenRejection.invalidSubject }
             context.notes.tenant = tenant.clientKey
-            context.identity = ConnectIdentity(tenant: tenant, accountID: claims.sub.flatMap { $0.isEmpty ? nil : $0 }, claims: claims)
+            context.identity = ConnectIdentity(tenant: tenant, accountID: accountID, claims: claims)
         } catch let rejection as TokenRejection {
+            // The reason quotes nothing unverified unescaped (`TokenRejection.printable`); the path
+            // is as sent, and the log handlers escape control characters in every value.
             context.logger.info("JWT refused", metadata: ["reason": "\(rejection.reason)", "path": "\(request.uri.path)"])
             throw HTTPError(.unauthorized, message: rejection.reason)
         }
