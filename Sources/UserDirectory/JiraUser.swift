@@ -29,9 +29,21 @@ public struct JiraUser: Decodable, Sendable, Equatable {
         return nil
     }
 
-    /// The body of `/rest/api/3/user/bulk`.
+    /// A page of `/rest/api/3/user/bulk` (Jira's `PageBeanUser`).
     struct Page: Decodable {
         var values: [JiraUser]
+        var startAt: Int? = nil
+        var maxResults: Int? = nil
+        var total: Int? = nil
+        var isLast: Bool? = nil
+
+        /// Whether no page follows this one (asked from `startAt`): `isLast`, else `total`; neither
+        /// says nothing, and the next page (empty at the end) tells.
+        func isLast(startAt: Int) -> Bool {
+            if let isLast { return isLast }
+            if let total { return startAt + values.count >= total }
+            return false
+        }
     }
 }
 

@@ -4,16 +4,26 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
 
 /// Fetches names and avatars of viewers the cache does not know yet, in the background.
 ///
-/// Heartbeats only call `request`, which never waits for Jira. Per tenant, one worker takes
-/// up to 50 pending accounts at a time to `/rest/api/3/user/bulk` (falling back to
-/// `/rest/api/3/user` one by one when bulk is refused). An account pending or in flight is not
-/// queued again, so any number of concurrent heartbeats cause one fetch. A 429 pauses that
-/// tenant until `Retry-After`; 5xx and timeouts back off exponentially with jitter. Tenants
-/// have separate workers: one slow or failing site never delays another.
-public actor UserEnricher {
+/// Heartbeats only call `request`, which never waits for Jira: it puts the request in a
+/// bounded buffer (beyond `maxBufferedRequests` a request is dropped; the next heartbeat asks
+/// again) and returns. The enricher is a service-lifecycle `Service`: its `run()` reads the
+/// buffer and owns every worker as a child task, so no lookup outlives it. Graceful shutdown
+/// or cancellation ends `run()` after cancelling the workers (a lookup in flight is cancelled,
+/// and writes nothing after `run()` returns); requests made before `run()` starts wait in the
+/// buffer, requests made after it ended are ignored.
+///
+/// Per tenant, one worker takes up to 50 pending accounts at a time to
+/// `/rest/api/3/user/bulk` (falling back to `/rest/api/3/user` one by one when bulk is
+/// refused). An account pending or in flight is not queued again, so any number of concurrent
+/// heartbeats cause one fetch. A 429 pauses that tenant until `Retry-After`; 5xx and timeouts
+/// back off exponentially with jitter. Tenants have separate workers: one slow or failing site
+/// never delays another.
+public actor UserEnricher: Service {
     /// How a tenant's Jira can be called now.
     public enum SiteAccess: Sendable {
         case available(SiteCredentials)
@@ -33,13 +43,17 @@ public actor UserEnricher {
         public var backoffMax: Duration = .seconds(300)
         public var defaultRetryAfter: Duration = .seconds(60)
         public var maxPendingPerTenant = 5000
+        /// Requests waiting for `run()` to take them; more are dropped, never waited for.
+        public var maxBufferedRequests = 10_000
+        /// Most `/user/bulk` pages read for one batch (Jira may answer fewer users a page than asked).
+        public var maxPagesPerBatch = 50
         public init() {}
     }
 
     struct TenantState {
         var pending: [String] = []
         var queued: Set<String> = []  // pending or in flight
-        var worker: Task<Void, Never>?
+        var hasWorker = false
         var notBefore: ContinuousClock.Instant?
         var consecutiveFailures = 0
     }
@@ -48,6 +62,13 @@ public actor UserEnricher {
         case done
         case rateLimited(retryAfter: Duration, retry: [String])
         case failed(retry: [String], reason: String)
+        /// The worker was cancelled (shutdown): nothing to settle.
+        case cancelled
+    }
+
+    struct Request: Sendable {
+        var tenant: String
+        var accountIDs: [String]
     }
 
     private let client: JiraClient
@@ -56,6 +77,11 @@ public actor UserEnricher {
     private let settings: Settings
     private let logger: Logger
     private var tenants: [String: TenantState] = [:]
+    private var hasStopped = false
+    private nonisolated let requests: AsyncStream<Request>
+    private nonisolated let requestSink: AsyncStream<Request>.Continuation
+    /// Requests in the buffer, not yet taken by `run()`.
+    private nonisolated let buffered = Atomic<Int>(0)
 
     public init(client: JiraClient, repository: UserDetailsRepository, credentials: @escaping Credentials, settings: Settings = Settings(), logger: Logger) {
         self.client = client
@@ -63,46 +89,82 @@ public actor UserEnricher {
         self.credentials = credentials
         self.settings = settings
         self.logger = logger
+        (requests, requestSink) = AsyncStream.makeStream(of: Request.self, bufferingPolicy: .bufferingOldest(max(1, settings.maxBufferedRequests)))
     }
 
-    /// Asks for these accounts' details to be fetched; returns at once.
+    /// Asks for these accounts' details to be fetched; returns at once, never waits. Dropped
+    /// when the buffer is full (the next heartbeat asks again) or the service has stopped.
     public nonisolated func request(tenant: String, accountIDs: [String]) {
-        let wanted = accountIDs.filter { !$0.isEmpty && $0 != unknownAccountID }
+        let wanted = accountIDs.lazy.filter { !$0.isEmpty && $0 != unknownAccountID }.prefix(settings.maxPendingPerTenant)
         guard !wanted.isEmpty else { return }
-        Task { await self.enqueue(tenant: tenant, accountIDs: wanted) }
+        buffered.add(1, ordering: .relaxed)
+        if case .enqueued = requestSink.yield(Request(tenant: tenant, accountIDs: Array(wanted))) { return }
+        buffered.subtract(1, ordering: .relaxed)
     }
 
-    /// Nothing pending or in flight for any tenant (for tests and shutdown).
-    public var isIdle: Bool { tenants.values.allSatisfy { $0.queued.isEmpty } }
+    /// Nothing buffered, pending or in flight for any tenant, or the service has stopped (for tests).
+    public var isIdle: Bool {
+        hasStopped || (buffered.load(ordering: .relaxed) == 0 && tenants.values.allSatisfy { $0.queued.isEmpty })
+    }
 
-    func enqueue(tenant: String, accountIDs: [String]) {
+    /// Takes requests and runs each tenant's worker as a child task, until graceful shutdown
+    /// or cancellation; then cancels the workers, waits for them, and ignores later requests.
+    public nonisolated func run() async throws {
+        await withDiscardingTaskGroup { group in
+            for await request in requests.cancelOnGracefulShutdown() {
+                let startWorker = await enqueue(tenant: request.tenant, accountIDs: request.accountIDs)
+                buffered.subtract(1, ordering: .relaxed)
+                if startWorker {
+                    group.addTask { await self.work(tenant: request.tenant) }
+                }
+            }
+            group.cancelAll()
+        }
+        requestSink.finish()
+        await stopped()
+        logger.debug("user lookups stopped")
+    }
+
+    private func stopped() {
+        hasStopped = true
+        tenants = [:]
+    }
+
+    /// Queues the accounts; answers whether the tenant needs a worker started.
+    func enqueue(tenant: String, accountIDs: [String]) -> Bool {
         var state = tenants[tenant, default: TenantState()]
         for accountID in accountIDs where !state.queued.contains(accountID) && state.pending.count < settings.maxPendingPerTenant {
             state.queued.insert(accountID)
             state.pending.append(accountID)
         }
-        if state.worker == nil, !state.pending.isEmpty {
-            state.worker = Task { await self.work(tenant: tenant) }
-        }
+        let startWorker = !state.hasWorker && !state.pending.isEmpty
+        if startWorker { state.hasWorker = true }
         tenants[tenant] = state
+        return startWorker
     }
 
+    /// One tenant's worker, a child task of `run()`: batches until nothing is pending, or cancellation.
     private func work(tenant: String) async {
-        while true {
-            if let notBefore = tenants[tenant]?.notBefore, notBefore > .now {
-                try? await Task.sleep(until: notBefore)
-                continue
+        while !Task.isCancelled {
+            do {
+                if let notBefore = tenants[tenant]?.notBefore, notBefore > .now {
+                    try await Task.sleep(until: notBefore)
+                    continue
+                }
+                try await Task.sleep(for: settings.gatherDelay)
+            } catch {
+                break  // cancelled
             }
-            try? await Task.sleep(for: settings.gatherDelay)
             let batch = takeBatch(tenant: tenant)
             guard !batch.isEmpty else {
-                tenants[tenant]?.worker = nil
+                tenants[tenant]?.hasWorker = false
                 if tenants[tenant]?.queued.isEmpty == true, tenants[tenant]?.notBefore == nil { tenants[tenant] = nil }
                 return
             }
             let outcome = await fetch(tenant: tenant, accountIDs: batch)
             settle(tenant: tenant, batch: batch, outcome: outcome)
         }
+        tenants[tenant]?.hasWorker = false
     }
 
     private func takeBatch(tenant: String) -> [String] {
@@ -116,6 +178,8 @@ public actor UserEnricher {
     private func settle(tenant: String, batch: [String], outcome: Outcome) {
         guard var state = tenants[tenant] else { return }
         switch outcome {
+        case .cancelled:
+            return
         case .done:
             state.consecutiveFailures = 0
             state.notBefore = nil
@@ -148,28 +212,86 @@ public actor UserEnricher {
             let wanted = accountIDs.filter { !fresh.contains($0) }
             guard !wanted.isEmpty else { return .done }
 
-            var query = wanted.map { URLQueryItem(name: "accountId", value: $0) }
-            query.append(URLQueryItem(name: "maxResults", value: String(settings.batchSize)))
-            let bulk = try await client.get(site, path: "/rest/api/3/user/bulk", query: query)
-            switch bulk.status {
-            case 200:
-                let users = try JSONDecoder().decode(JiraUser.Page.self, from: Data(buffer: bulk.body)).values
-                let returned = Set(users.map(\.accountId))
-                try await repository.store(tenant: tenant, users: users.filter { wanted.contains($0.accountId) })
-                try await repository.storeMissing(tenant: tenant, accountIDs: wanted.filter { !returned.contains($0) })
-                return .done
-            case 429:
-                return .rateLimited(retryAfter: retryAfter(bulk.headers), retry: wanted)
-            case 500...:
-                return .failed(retry: wanted, reason: "bulk answered \(bulk.status)")
-            default:
-                return try await fetchOneByOne(tenant: tenant, site: site, accountIDs: wanted, bulkStatus: bulk.status)
-            }
+            return try await fetchBulk(tenant: tenant, site: site, accountIDs: wanted)
         } catch let error as DecodingError {
             return .failed(retry: [], reason: "unreadable answer from Jira: \(error)")
         } catch {
+            if Task.isCancelled { return .cancelled }
             return .failed(retry: accountIDs, reason: "\(error)")
         }
+    }
+
+    /// `/user/bulk` is paged (`startAt`, `isLast`): reads page after page until Jira says the
+    /// last was read (`isLast`, or an empty page). Only then are the accounts it did not
+    /// return remembered as missing; when the pages stop early (429, 5xx, an error, a page
+    /// that brings nothing new, or more than `maxPagesPerBatch` pages) what was read is stored
+    /// and the accounts not read yet stay pending.
+    private nonisolated func fetchBulk(tenant: String, site: SiteCredentials, accountIDs wanted: [String]) async throws -> Outcome {
+        var query = wanted.map { URLQueryItem(name: "accountId", value: $0) }
+        query.append(URLQueryItem(name: "maxResults", value: String(settings.batchSize)))
+        let wantedSet = Set(wanted)
+        var found: [String: JiraUser] = [:]
+        var startAt = 0
+        var unread: [String] { wanted.filter { found[$0] == nil } }
+
+        var end = PagesEnd.stopped(reason: "bulk answer not complete after \(settings.maxPagesPerBatch) pages")
+        pages: for pageNumber in 0..<max(1, settings.maxPagesPerBatch) {
+            let bulk: JiraClient.Response
+            let page: JiraUser.Page
+            do {
+                let pageQuery = query + [URLQueryItem(name: "startAt", value: String(startAt))]
+                bulk = try await client.get(site, path: "/rest/api/3/user/bulk", query: pageQuery)
+                page = bulk.status == 200 ? try JSONDecoder().decode(JiraUser.Page.self, from: Data(buffer: bulk.body)) : JiraUser.Page(values: [])
+            } catch {
+                if pageNumber == 0 || Task.isCancelled { throw error }
+                end = .stopped(reason: "\(error)")
+                break pages
+            }
+            switch bulk.status {
+            case 200:
+                let before = found.count
+                for user in page.values where wantedSet.contains(user.accountId) { found[user.accountId] = user }
+                if page.values.isEmpty || page.isLast(startAt: startAt) || found.count == wantedSet.count {
+                    end = .allRead
+                    break pages
+                }
+                if found.count == before {
+                    end = .stopped(reason: "a bulk page (startAt \(startAt)) brought no new account")
+                    break pages
+                }
+                startAt += page.values.count
+            case 429:
+                end = .rateLimited(retryAfter(bulk.headers))
+                break pages
+            case 500...:
+                end = .stopped(reason: "bulk answered \(bulk.status)")
+                break pages
+            default:
+                if pageNumber == 0 { return try await fetchOneByOne(tenant: tenant, site: site, accountIDs: wanted, bulkStatus: bulk.status) }
+                end = .stopped(reason: "bulk page answered \(bulk.status)")
+                break pages
+            }
+        }
+
+        try await repository.store(tenant: tenant, users: Array(found.values))
+        switch end {
+        case .allRead:
+            try await repository.storeMissing(tenant: tenant, accountIDs: unread)
+            return .done
+        case .rateLimited(let retryAfter):
+            return .rateLimited(retryAfter: retryAfter, retry: unread)
+        case .stopped(let reason):
+            return .failed(retry: unread, reason: reason)
+        }
+    }
+
+    /// How reading `/user/bulk` pages ended.
+    private enum PagesEnd {
+        /// Jira said the last page was read: accounts it did not return are missing.
+        case allRead
+        /// The pages stopped early: accounts not read stay pending.
+        case rateLimited(Duration)
+        case stopped(reason: String)
     }
 
     private nonisolated func fetchOneByOne(tenant: String, site: SiteCredentials, accountIDs: [String], bulkStatus: Int) async throws -> Outcome {

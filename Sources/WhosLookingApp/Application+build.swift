@@ -22,7 +22,7 @@ public func buildApplication(
     return Application(
         router: parts.router(),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
-        services: [pool, parts.sweeper, parts.reporter],
+        services: [pool, parts.enricher, parts.sweeper, parts.reporter],
         logger: logger
     )
 }

@@ -25,16 +25,43 @@ public final class FakeAtlassian: Sendable {
         unpublished = KeyPair(kid: "rogue-kid-\(UUID().uuidString.prefix(8))", privateKey: try _RSA.Signing.PrivateKey(keySize: .bits2048))
     }
 
-    /// Serves `GET /keys/{kid}` as PEM for the published key, 404 for anything else, while `body` runs.
-    public func withKeyServer<Result: Sendable>(_ body: @Sendable (_ keysURL: String) async throws -> Result) async throws -> Result {
+    /// Every kid the key server was asked for, in order.
+    public actor KeyFetches {
+        public private(set) var kids: [String] = []
+        public init() {}
+        public var count: Int { kids.count }
+        func add(_ kid: String) { kids.append(kid) }
+    }
+
+    /// Serves `GET /keys/{kid}` as PEM for the published key, 404 for anything else, while `body` runs;
+    /// each answer after `delay`, each request recorded in `fetches`.
+    public func withKeyServer<Result: Sendable>(
+        delay: Duration = .zero,
+        fetches: KeyFetches? = nil,
+        _ body: @Sendable (_ keysURL: String) async throws -> Result
+    ) async throws -> Result {
         let router = Router()
         let published = self.published
+        // Every request counts, also those no route matches (an empty or odd kid).
+        router.add(middleware: CountingMiddleware(fetches: fetches, delay: delay))
         router.get("keys/:kid") { _, context -> Response in
             guard context.parameters.get("kid") == published.kid else { return Response(status: .notFound) }
             return Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: published.publicKeyPEM)))
         }
         return try await LiveServer.run(router: router) { port in
             try await body("http://127.0.0.1:\(port)/keys")
+        }
+    }
+
+    struct CountingMiddleware: RouterMiddleware {
+        let fetches: KeyFetches?
+        let delay: Duration
+
+        func handle(_ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
+            let path = request.uri.path
+            await fetches?.add(path.hasPrefix("/keys/") ? String(path.dropFirst("/keys/".count)) : path)
+            if delay > .zero { try await Task.sleep(for: delay) }
+            return try await next(request, context)
         }
     }
 

@@ -19,6 +19,9 @@ public actor JiraStandIn {
         case noBulk
         /// Answers normally, after a delay.
         case slow(seconds: Double)
+        /// Bulk pages after the first (`startAt` > 0) answer `status` (with `Retry-After` on a 429)
+        /// for the next `times` such calls, then normally; first pages are always answered.
+        case laterPagesFail(status: Int, retryAfter: Int = 1, times: Int)
     }
 
     public struct Call: Sendable {
@@ -27,6 +30,8 @@ public actor JiraStandIn {
         public var accountIDs: [String]
         public var at: Date
         public var status: Int
+        /// The bulk call's `startAt` (nil when not sent, and for other calls).
+        public var startAt: Int? = nil
     }
 
     public static let appKey = "whos-looking"
@@ -34,6 +39,10 @@ public actor JiraStandIn {
     public private(set) var calls: [Call] = []
     public private(set) var unverified: [String] = []
     public private(set) var reports: [[String: String]] = []
+    /// User calls that arrived, counted when they arrive (`calls` records them when answered).
+    public private(set) var userCallsArrived = 0
+    /// Bulk pages hold at most this many users (nil: as many as the request's `maxResults`).
+    public private(set) var bulkPageSize: Int?
     private var secrets: [String: String] = [:]  // site -> shared secret
     private var bearerTokens: [String: String] = [:]  // Forge sites: site -> the system token it accepts
     private var behaviours: [String: Behaviour] = [:]
@@ -46,6 +55,8 @@ public actor JiraStandIn {
     /// A site reached through Forge: user calls must carry `Authorization: Bearer <token>`.
     public func addForgeSite(_ site: String, systemToken: String) { bearerTokens[site] = systemToken }
     public func setBehaviour(_ behaviour: Behaviour, for site: String) { behaviours[site] = behaviour }
+    /// Answers bulk lookups in pages of at most `size` users, as Jira may whatever `maxResults` asks.
+    public func setBulkPageSize(_ size: Int?) { bulkPageSize = size }
     public func setReportAnswer(_ answer: @escaping @Sendable ([String]) -> (status: Int, headers: [String: String], body: String)) { reportAnswer = answer }
 
     /// A user every site knows.
@@ -91,10 +102,12 @@ public actor JiraStandIn {
     }
 
     private func userRequest(_ request: Request, site: String, bulk: Bool) async -> Response {
+        userCallsArrived += 1
         let accountIDs = request.uri.queryParameters.getAll("accountId").map { String($0) }
         let path = bulk ? "/rest/api/3/user/bulk" : "/rest/api/3/user"
+        let startAt = bulk ? request.uri.queryParameters.get("startAt").flatMap { Int($0) } : nil
         func answer(_ status: Int, _ json: String = "", headers: HTTPFields = [:]) -> Response {
-            calls.append(Call(site: site, path: path, accountIDs: accountIDs, at: Date(), status: status))
+            calls.append(Call(site: site, path: path, accountIDs: accountIDs, at: Date(), status: status, startAt: startAt))
             var fields = headers
             fields[.contentType] = "application/json"
             return Response(status: .init(code: status), headers: fields, body: .init(byteBuffer: ByteBuffer(string: json)))
@@ -118,15 +131,26 @@ public actor JiraStandIn {
             return answer(503)
         case .noBulk where bulk:
             return answer(404)
+        case .laterPagesFail(let status, let retryAfter, let times) where bulk && (startAt ?? 0) > 0 && times > 0:
+            behaviours[site] = .laterPagesFail(status: status, retryAfter: retryAfter, times: times - 1)
+            return answer(status, headers: status == 429 ? [HTTPField.Name("Retry-After")!: String(retryAfter)] : [:])
         case .slow(let seconds):
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
         default:
             break
         }
         if bulk {
-            guard request.uri.queryParameters.get("maxResults") != nil else { return answer(400, #"{"errorMessages":["maxResults missing"]}"#) }
+            guard let maxResults = request.uri.queryParameters.get("maxResults").flatMap({ Int($0) }), maxResults > 0 else {
+                return answer(400, #"{"errorMessages":["maxResults missing"]}"#)
+            }
+            // A page of the users found, from the request's startAt, as Jira pages `PageBeanUser`.
             let found = accountIDs.compactMap { users[$0] }
-            let page: [String: Any] = ["maxResults": 50, "startAt": 0, "total": found.count, "isLast": true, "values": found]
+            let first = max(0, startAt ?? 0)
+            let size = min(maxResults, bulkPageSize ?? maxResults)
+            let values = Array(found.dropFirst(first).prefix(size))
+            let page: [String: Any] = [
+                "maxResults": size, "startAt": first, "total": found.count, "isLast": first + size >= found.count, "values": values,
+            ]
             return answer(200, String(decoding: try! JSONSerialization.data(withJSONObject: page), as: UTF8.self))
         }
         guard let id = accountIDs.first, let user = users[id] else { return answer(404, #"{"errorMessages":["not found"]}"#) }

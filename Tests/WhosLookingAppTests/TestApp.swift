@@ -4,6 +4,7 @@ import Hummingbird
 import Libpq
 import Metrics
 import Prometheus
+import ServiceLifecycle
 import TestSupport
 @testable import WhosLookingApp
 
@@ -54,9 +55,31 @@ struct TestApp {
         return try await withMigratedPool { pool in
             let secrets = try configuration.resolveSecretBox()
             let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, metrics: metrics, logger: TestDatabase.logger)
-            // The routes only: background services are started by the tests that want them.
+            // The routes only: background services are started by the tests that want them, except
+            // user lookups, which run (and are stopped) around the test, before the pool closes.
             let app = Application(router: parts.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: TestDatabase.logger)
-            return try await body(TestApp(configuration: configuration, pool: pool, secrets: secrets, parts: parts), app)
+            return try await running(parts.enricher) {
+                try await body(TestApp(configuration: configuration, pool: pool, secrets: secrets, parts: parts), app)
+            }
+        }
+    }
+
+    /// Runs `service` in a service group while `body` runs, then shuts it down gracefully and waits for it.
+    static func running<Result: Sendable>(_ service: some Service, _ body: () async throws -> Result) async throws -> Result {
+        let group = ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [], logger: TestDatabase.logger))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let result: Result
+            do {
+                result = try await body()
+            } catch {
+                await group.triggerGracefulShutdown()
+                try? await tasks.waitForAll()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
         }
     }
 }
