@@ -24,6 +24,9 @@ struct Cast {
         Person(accountId: "hidden", displayName: "A private person", color: nil),
         // Someone whose name is markup: it must show as text.
         Person(accountId: "mallory", displayName: #"<img src=x onerror=alert(1)>"#, color: "#de350b"),
+        // A quote fused with a zero-width joiner into one grapheme cluster: escaping by
+        // Characters let it end the avatar's alt attribute and add attributes of its own.
+        Person(accountId: "zed", displayName: "Zed\"\u{200D} data-injected=yes x=\"", color: "#36b37e"),
         // An app account: never shown as a person.
         Person(accountId: "automation", displayName: "Automation for Jira", accountType: "app", color: "#ff991f"),
     ]

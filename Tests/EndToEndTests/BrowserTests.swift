@@ -147,6 +147,32 @@ struct BrowserTests {
         }
     }
 
+    /// The server-rendered panel (the first render, before any script runs) with a name whose
+    /// quote is fused with a zero-width joiner: it stays inside the alt attribute.
+    @Test func aFusedQuoteInANameCannotAddAttributes() async throws {
+        try await withStack { stack in
+            let zed = try await stack.driver.newSession()
+            let alice = try await stack.driver.newSession()
+            defer { Task { await zed.quit(); await alice.quit() } }
+            let name = "Zed\"\u{200D} data-injected=yes x=\""
+            try await zed.navigate(stack.issueURL("DEMO-2", as: "zed"))
+            let named = await eventually { await stack.names(zed) == [name] }
+            let zedSees = await stack.names(zed)
+            #expect(named, "listed: \(zedSees)")
+            // Alice's panel is rendered by the server with Zed's name already known.
+            try await alice.navigate(stack.issueURL("DEMO-2", as: "alice"))
+            let listed = await eventually { await stack.names(alice).contains(name) }
+            let aliceSees = await stack.names(alice)
+            #expect(listed, "listed: \(aliceSees)")
+            try await alice.enterFrame("#app-panel")
+            let injected = try await alice.execute("return document.querySelectorAll('[data-injected]').length") as? Int
+            #expect(injected == 0, "the name added an attribute")
+            let alts = try await alice.execute("return Array.from(document.querySelectorAll('img.avatar')).map(function (i) { return i.alt; })") as? [String]
+            #expect(alts?.contains(name) == true, "alt texts: \(alts ?? [])")
+            try await alice.enterFrame(nil)
+        }
+    }
+
     @Test func aNameMadeOfMarkupShowsAsText() async throws {
         try await withStack { stack in
             let mallory = try await stack.driver.newSession()
