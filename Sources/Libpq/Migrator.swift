@@ -79,6 +79,12 @@ public struct Migrator: Sendable {
     @discardableResult
     public func migrate(pool: PostgresPool, logger: Logger) async throws -> [String] {
         try await pool.withConnection { connection in
+            // Waiting for another instance's migrations and running DDL may take long: no
+            // statement deadline on this session, which is closed afterwards rather than lent
+            // again with its settings.
+            connection.discardAfterUse()
+            connection.queryTimeout = nil
+            try await connection.execute(script: "SET statement_timeout = 0")
             try await connection.query("SELECT pg_advisory_lock(\(Self.advisoryLockKey))")
             do {
                 let applied = try await apply(on: connection, logger: logger)

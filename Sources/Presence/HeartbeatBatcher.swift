@@ -6,6 +6,10 @@ import Synchronization
 /// A heartbeat arriving when fewer than `maxConcurrentBatches` are running starts a batch
 /// at once, so a quiet server adds no wait; under load, batches grow instead of queueing
 /// for connections, and the database does one statement's fixed work for many heartbeats.
+///
+/// Bounded: at most `maxWaiting` heartbeats wait for a batch (beyond that one is refused at
+/// once), and each is answered within `timeout`, recorded or not (`HeartbeatUnavailable`),
+/// so a stalled database never holds a request or lets the queue grow.
 final class HeartbeatBatcher: Sendable {
     struct Heartbeat: Sendable {
         var viewer: ViewerKey
@@ -16,39 +20,93 @@ final class HeartbeatBatcher: Sendable {
     typealias Flush = @Sendable ([Heartbeat]) async throws -> [IssueRef: [Viewer]]
 
     private struct Waiter {
+        var id: Int
         var heartbeat: Heartbeat
+    }
+
+    private struct Pending {
         var continuation: CheckedContinuation<[Viewer]?, any Error>
+        var deadline: ContinuousClock.Instant
     }
 
     private struct State {
+        /// Heartbeats not in a batch yet, oldest first.
         var waiting: [Waiter] = []
+        /// Every heartbeat not answered yet, by id: whoever takes it out answers it (a batch
+        /// ending, or the reaper at its deadline), so each is answered exactly once.
+        var pending: [Int: Pending] = [:]
         var running = 0
+        var nextID = 0
+        var reaperRunning = false
+        var peakWaiting = 0
+    }
+
+    private enum Admission {
+        case refused
+        case queued(startReaper: Bool)
+        case start([Waiter], startReaper: Bool)
     }
 
     private let state = Mutex(State())
     private let maxConcurrentBatches: Int
     private let maxBatchSize: Int
+    private let maxWaiting: Int
+    private let timeout: Duration
     private let flush: Flush
+    /// Told once per failed batch (with its size), so a cause is logged even when every
+    /// heartbeat of the batch was already answered at its deadline.
+    private let onFailure: (@Sendable (any Error, Int) -> Void)?
 
-    init(maxConcurrentBatches: Int, maxBatchSize: Int, flush: @escaping Flush) {
-        precondition(maxConcurrentBatches > 0 && maxBatchSize > 0)
+    init(
+        maxConcurrentBatches: Int, maxBatchSize: Int, maxWaiting: Int = 1024, timeout: Duration = .seconds(3),
+        onFailure: (@Sendable (any Error, Int) -> Void)? = nil, flush: @escaping Flush
+    ) {
+        precondition(maxConcurrentBatches > 0 && maxBatchSize > 0 && maxWaiting > 0 && timeout > .zero)
         self.maxConcurrentBatches = maxConcurrentBatches
         self.maxBatchSize = maxBatchSize
+        self.maxWaiting = maxWaiting
+        self.timeout = timeout
+        self.onFailure = onFailure
         self.flush = flush
     }
 
-    /// The issue's live viewers once this heartbeat is recorded; nil when its tenant is not installed.
+    /// The issue's live viewers once this heartbeat is recorded; nil when its tenant is not
+    /// installed. Throws `HeartbeatUnavailable` when the queue is full or `timeout` passes.
     func record(_ heartbeat: Heartbeat) async throws -> [Viewer]? {
         try await withCheckedThrowingContinuation { continuation in
-            let batch: [Waiter]? = state.withLock { state in
-                state.waiting.append(Waiter(heartbeat: heartbeat, continuation: continuation))
-                guard state.running < maxConcurrentBatches else { return nil }
+            let deadline = ContinuousClock.now + timeout
+            let admission: Admission = state.withLock { state in
+                guard state.waiting.count < maxWaiting else { return .refused }
+                let id = state.nextID
+                state.nextID &+= 1
+                state.pending[id] = Pending(continuation: continuation, deadline: deadline)
+                state.waiting.append(Waiter(id: id, heartbeat: heartbeat))
+                state.peakWaiting = max(state.peakWaiting, state.waiting.count)
+                let startReaper = !state.reaperRunning
+                state.reaperRunning = true
+                guard state.running < maxConcurrentBatches else { return .queued(startReaper: startReaper) }
                 state.running += 1
-                return Self.takeBatch(from: &state, limit: maxBatchSize)
+                return .start(Self.takeBatch(from: &state, limit: maxBatchSize), startReaper: startReaper)
             }
-            if let batch {
+            switch admission {
+            case .refused:
+                Self.refused.increment()
+                continuation.resume(throwing: HeartbeatUnavailable(reason: .queueFull))
+            case .queued(let startReaper):
+                if startReaper { Task { await self.reap() } }
+            case .start(let batch, let startReaper):
+                if startReaper { Task { await self.reap() } }
                 Task { await self.run(batch) }
             }
+        }
+    }
+
+    func statistics() -> HeartbeatQueueStatistics {
+        state.withLock { state in
+            HeartbeatQueueStatistics(
+                waiting: state.waiting.count, peakWaiting: state.peakWaiting, maxWaiting: maxWaiting,
+                running: state.running, unanswered: state.pending.count
+            )
         }
     }
 
@@ -56,7 +114,7 @@ final class HeartbeatBatcher: Sendable {
     private func run(_ first: [Waiter]) async {
         var batch = first
         while true {
-            await execute(batch)
+            if !batch.isEmpty { await execute(batch) }
             let next: [Waiter]? = state.withLock { state in
                 guard !state.waiting.isEmpty else {
                     state.running -= 1
@@ -71,19 +129,67 @@ final class HeartbeatBatcher: Sendable {
 
     private func execute(_ batch: [Waiter]) async {
         Self.batches.increment()
+        let outcome: Result<[IssueRef: [Viewer]], any Error>
         do {
-            let listed = try await flush(batch.map(\.heartbeat))
-            for waiter in batch {
-                // Every recorded heartbeat lists at least its own viewer: no entry means no installed tenant.
-                waiter.continuation.resume(returning: listed[IssueRef(waiter.heartbeat.viewer)])
-            }
+            outcome = .success(try await flush(batch.map(\.heartbeat)))
         } catch {
-            for waiter in batch { waiter.continuation.resume(throwing: error) }
+            outcome = .failure(error)
+        }
+        // Heartbeats the reaper already answered (their deadline passed) are skipped.
+        let answerable: [(Waiter, CheckedContinuation<[Viewer]?, any Error>)] = state.withLock { state in
+            batch.compactMap { waiter in state.pending.removeValue(forKey: waiter.id).map { (waiter, $0.continuation) } }
+        }
+        switch outcome {
+        case .success(let listed):
+            for (waiter, continuation) in answerable {
+                // Every recorded heartbeat lists at least its own viewer: no entry means no installed tenant.
+                continuation.resume(returning: listed[IssueRef(waiter.heartbeat.viewer)])
+            }
+        case .failure(let error):
+            onFailure?(error, batch.count)
+            for (_, continuation) in answerable { continuation.resume(throwing: error) }
+        }
+    }
+
+    /// While heartbeats are unanswered: answers those past their deadline, and drops them from
+    /// the queue. Sleeps until the earliest deadline (later arrivals have later ones); ends when
+    /// nothing is pending, and the next heartbeat starts it again.
+    private func reap() async {
+        while true {
+            let now = ContinuousClock.now
+            let (expired, next): ([CheckedContinuation<[Viewer]?, any Error>], ContinuousClock.Instant?) = state.withLock { state in
+                var expired: [CheckedContinuation<[Viewer]?, any Error>] = []
+                var earliest: ContinuousClock.Instant?
+                for (id, pending) in state.pending {
+                    if pending.deadline <= now {
+                        expired.append(pending.continuation)
+                        state.pending[id] = nil
+                    } else if earliest.map({ pending.deadline < $0 }) ?? true {
+                        earliest = pending.deadline
+                    }
+                }
+                if !expired.isEmpty {
+                    let pending = state.pending
+                    state.waiting.removeAll { pending[$0.id] == nil }
+                }
+                if earliest == nil { state.reaperRunning = false }
+                return (expired, earliest)
+            }
+            if !expired.isEmpty {
+                Self.timedOut.increment(by: expired.count)
+                let error = HeartbeatUnavailable(reason: .timedOut)
+                for continuation in expired { continuation.resume(throwing: error) }
+            }
+            guard let next else { return }
+            // At least 10 ms apart: deadlines close together are answered in one pass.
+            try? await Task.sleep(until: max(next, ContinuousClock.now + .milliseconds(10)), tolerance: .milliseconds(10))
         }
     }
 
     /// With `heartbeats_total`, the mean batch size.
     static let batches = Counter(label: "heartbeat_batches_total")
+    static let refused = Counter(label: "heartbeats_unavailable_total", dimensions: [("reason", HeartbeatUnavailable.Reason.queueFull.rawValue)])
+    static let timedOut = Counter(label: "heartbeats_unavailable_total", dimensions: [("reason", HeartbeatUnavailable.Reason.timedOut.rawValue)])
 
     private static func takeBatch(from state: inout State, limit: Int) -> [Waiter] {
         guard state.waiting.count > limit else {
@@ -93,6 +199,38 @@ final class HeartbeatBatcher: Sendable {
         let batch = Array(state.waiting.prefix(limit))
         state.waiting.removeFirst(limit)
         return batch
+    }
+}
+
+/// The heartbeat queue's figures (tests and diagnostics).
+public struct HeartbeatQueueStatistics: Sendable {
+    /// Heartbeats waiting for a batch now.
+    public var waiting: Int
+    /// The most that ever waited at once.
+    public var peakWaiting: Int
+    /// The bound on `waiting`.
+    public var maxWaiting: Int
+    /// Batches in the database now.
+    public var running: Int
+    /// Heartbeats not answered yet (waiting or in a batch).
+    public var unanswered: Int
+}
+
+/// A heartbeat the database could not take in time: the queue was full, or no batch recorded
+/// it before its deadline. The client should retry later (HTTP 503 with `Retry-After`).
+public struct HeartbeatUnavailable: Error, CustomStringConvertible, Sendable {
+    public enum Reason: String, Sendable {
+        case queueFull = "queue_full"
+        case timedOut = "timeout"
+    }
+
+    public var reason: Reason
+
+    public var description: String {
+        switch reason {
+        case .queueFull: "heartbeat refused: too many heartbeats waiting for the database"
+        case .timedOut: "heartbeat not recorded in time: the database is slow or unavailable"
+        }
     }
 }
 

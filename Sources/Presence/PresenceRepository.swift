@@ -1,5 +1,6 @@
 import Foundation
 import Libpq
+import Logging
 
 /// Viewers in PostgreSQL (`Migrations/0002_viewers.sql`).
 public struct PresenceRepository: Sendable {
@@ -10,24 +11,47 @@ public struct PresenceRepository: Sendable {
 
     /// `maxConcurrentBatches`: connections heartbeats may hold at once (the rest of the pool
     /// stays free for everything else); heartbeats arriving meanwhile wait and go together.
-    public init(pool: PostgresPool, ttl: TimeInterval, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256) {
+    /// Batches use the pool's `.reserved` lane, so other work cannot take their connections.
+    /// At most `maxWaiting` heartbeats wait (beyond, one is refused at once), and each is
+    /// answered within `timeout`; a batch statement unanswered by then is cancelled.
+    public init(
+        pool: PostgresPool, ttl: TimeInterval, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256,
+        maxWaiting: Int = 1024, timeout: Duration = .seconds(3), logger: Logger? = nil
+    ) {
         self.pool = pool
         self.ttl = ttl
-        batcher = HeartbeatBatcher(maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize) { [pool] heartbeats in
-            try await Self.record(heartbeats, pool: pool, ttl: ttl)
+        var onFailure: (@Sendable (any Error, Int) -> Void)?
+        if let logger {
+            onFailure = { error, size in
+                logger.warning("heartbeat batch failed", metadata: ["error": "\(error)", "heartbeats": "\(size)"])
+            }
         }
+        batcher = HeartbeatBatcher(
+            maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize, maxWaiting: maxWaiting, timeout: timeout,
+            onFailure: onFailure
+        ) { [pool] heartbeats in
+            try await Self.record(heartbeats, pool: pool, ttl: ttl, timeout: timeout)
+        }
+    }
+
+    /// The heartbeat queue's figures now.
+    public func heartbeatQueueStatistics() -> HeartbeatQueueStatistics {
+        batcher.statistics()
     }
 
     /// Records a heartbeat and answers the issue's live viewers, this one included. Answers
     /// nil, recording nothing, when the tenant is no longer installed. Heartbeats arriving
-    /// together share one statement (see `HeartbeatBatcher`).
+    /// together share one statement (see `HeartbeatBatcher`). Throws `HeartbeatUnavailable`
+    /// when the database does not take it in time.
     public func heartbeat(_ viewer: ViewerKey, issueKey: String) async throws -> [Viewer]? {
         try await batcher.record(.init(viewer: viewer, issueKey: issueKey))
     }
 
     /// One statement for a batch of heartbeats: upserts them all, then lists every issue they
     /// touch. Answers each issue's viewers; an issue whose tenant is not installed is absent.
-    static func record(_ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, ttl: TimeInterval) async throws -> [IssueRef: [Viewer]] {
+    static func record(
+        _ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, ttl: TimeInterval, timeout: Duration? = nil
+    ) async throws -> [IssueRef: [Viewer]] {
         // Sorted and without repeats: ON CONFLICT cannot touch one row twice in a statement,
         // and batches that lock rows in one order cannot deadlock each other.
         let ordered = heartbeats.sorted { left, right in
@@ -77,10 +101,10 @@ public struct PresenceRepository: Sendable {
             """
         let rows: PostgresRows
         do {
-            rows = try await pool.query(query)
+            rows = try await pool.query(query, lane: .reserved, timeout: timeout)
         } catch let error as PostgresError where error.sqlState == SQLState.deadlockDetected {
             // Only a sweep deleting rows a batch rewrites can lock in another order; once more is enough.
-            rows = try await pool.query(query)
+            rows = try await pool.query(query, lane: .reserved, timeout: timeout)
         }
         var listed: [IssueRef: [Viewer]] = [:]
         for row in rows {

@@ -1,5 +1,6 @@
 import Tenants
 import Foundation
+import Libpq
 import Logging
 
 /// Settings read from the environment at start-up. Every variable has a documented default;
@@ -22,6 +23,17 @@ public struct AppConfiguration: Sendable {
     /// Connections heartbeat batches may hold at once (group commit, see `HeartbeatBatcher`).
     public var heartbeatBatchConnections: Int
     public var databaseConnectTimeoutSeconds: Int
+    /// The sessions' `statement_timeout`; the client cancels a statement one second after it,
+    /// and drops the connection one more second later. 0 turns both off.
+    public var databaseStatementTimeoutMilliseconds: Int
+    /// How long a request waits for a free pool connection.
+    public var databaseAcquireTimeoutMilliseconds: Int
+    /// A heartbeat not recorded within this answers 503 with Retry-After.
+    public var heartbeatTimeoutMilliseconds: Int
+    /// Most heartbeats waiting for a batch; beyond, a heartbeat answers 503 at once.
+    public var heartbeatQueueLimit: Int
+    /// `/readyz` answers 503 when the database has not answered within this.
+    public var readinessTimeoutMilliseconds: Int
     public var migrationsDirectory: URL
     public var logLevel: Logger.Level
     /// The descriptor's `key`.
@@ -66,6 +78,14 @@ public struct AppConfiguration: Sendable {
     public var forgeAppID: String?
     /// Where Forge publishes the keys of its invocation tokens.
     public var forgeJWKSURL: String
+    /// A request still incomplete this long after its first byte is dropped (slow clients).
+    public var httpRequestTimeoutSeconds: Int
+    /// An HTTP connection with no request being read or answered is closed after this long.
+    public var httpIdleTimeoutSeconds: Int
+    /// Most HTTP connections open at once; more are answered 503 and closed.
+    public var httpMaxConnections: Int
+    /// How often `/metrics`' database figures (viewers, issues, tenants) are refreshed.
+    public var metricsRefreshSeconds: Int
 
     static let forgeAppIDPrefix = "ari:cloud:ecosystem::app/"
 
@@ -84,6 +104,11 @@ public struct AppConfiguration: Sendable {
             throw Invalid(variable: "HEARTBEAT_BATCH_CONNECTIONS", reason: "must not exceed DATABASE_POOL_SIZE (\(databasePoolSize)), got \(heartbeatBatchConnections)")
         }
         databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
+        databaseStatementTimeoutMilliseconds = try reader.integer("DATABASE_STATEMENT_TIMEOUT_MS", default: 5000, in: 0...3_600_000)
+        databaseAcquireTimeoutMilliseconds = try reader.integer("DATABASE_ACQUIRE_TIMEOUT_MS", default: 5000, in: 1...600_000)
+        heartbeatTimeoutMilliseconds = try reader.integer("HEARTBEAT_TIMEOUT_MS", default: 3000, in: 100...600_000)
+        heartbeatQueueLimit = try reader.integer("HEARTBEAT_QUEUE_LIMIT", default: 1024, in: 1...1_000_000)
+        readinessTimeoutMilliseconds = try reader.integer("READINESS_TIMEOUT_MS", default: 1000, in: 10...60_000)
         migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultProjectFolder("Migrations"))
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)
         appKey = reader.string("APP_KEY", default: "whos-looking")
@@ -137,6 +162,10 @@ public struct AppConfiguration: Sendable {
         forgeJWKSURL = try reader.baseURL(
             "FORGE_JWKS_URL", default: "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json", keepTrailingSlash: true
         ).absoluteString
+        httpRequestTimeoutSeconds = try reader.integer("HTTP_REQUEST_TIMEOUT_SECONDS", default: 30, in: 1...3600)
+        httpIdleTimeoutSeconds = try reader.integer("HTTP_IDLE_TIMEOUT_SECONDS", default: 75, in: 1...3600)
+        httpMaxConnections = try reader.integer("HTTP_MAX_CONNECTIONS", default: 10_000, in: 1...1_000_000)
+        metricsRefreshSeconds = try reader.integer("METRICS_REFRESH_SECONDS", default: 15, in: 1...3600)
         variablesRead = reader.namesRead
     }
 
@@ -153,6 +182,25 @@ public struct AppConfiguration: Sendable {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
         }
         return try SecretBox(base64Key: SecretBox.loadOrCreateKeyFile(dataDirectory.appendingPathComponent("secret.key")))
+    }
+
+    /// The pool's settings: size, the connections reserved for heartbeat batches (leaving at
+    /// least two for other work: a personal data report run holds its lock on one connection
+    /// while it queries on another), and every deadline.
+    public func databasePoolConfiguration(conninfo: String) -> PostgresPool.Configuration {
+        let statementTimeout: Duration? = databaseStatementTimeoutMilliseconds > 0 ? .milliseconds(databaseStatementTimeoutMilliseconds) : nil
+        return PostgresPool.Configuration(
+            conninfo: conninfo,
+            maxConnections: databasePoolSize,
+            connectTimeoutSeconds: databaseConnectTimeoutSeconds,
+            acquireTimeout: .milliseconds(databaseAcquireTimeoutMilliseconds),
+            statementTimeout: statementTimeout,
+            // The server's timeout fires first and keeps the session; ours is for a server
+            // that cannot answer at all (a stopped backend, a network stall).
+            queryTimeout: statementTimeout.map { $0 + .seconds(1) },
+            cancelGrace: .seconds(1),
+            reservedConnections: min(heartbeatBatchConnections, max(0, databasePoolSize - 2))
+        )
     }
 
     /// The path part of BASE_URL, which canonical request paths are relative to.

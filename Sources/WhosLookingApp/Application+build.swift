@@ -21,8 +21,16 @@ public func buildApplication(
     let parts = AppParts(configuration: configuration, pool: pool, secrets: secrets, metrics: metrics, logger: logger)
     return Application(
         router: parts.router(),
+        // Slow clients: request and idle timeouts and a connection cap (ConnectionLimits).
+        server: .http1(limits: ConnectionLimits(configuration: configuration, logger: logger)),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
-        services: [pool, parts.enricher, parts.sweeper, parts.reporter],
+        services: [
+            pool, parts.enricher, parts.sweeper, parts.reporter,
+            GaugeRefresher(
+                pool: pool, registry: metrics, viewerTTLSeconds: configuration.viewerTTLSeconds,
+                interval: .seconds(configuration.metricsRefreshSeconds), logger: logger
+            ),
+        ],
         logger: logger
     )
 }
@@ -52,7 +60,8 @@ struct AppParts {
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
         presence = PresenceRepository(
-            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections
+            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections,
+            maxWaiting: configuration.heartbeatQueueLimit, timeout: .milliseconds(configuration.heartbeatTimeoutMilliseconds), logger: logger
         )
         userDetails = UserDetailsRepository(
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
@@ -102,8 +111,8 @@ struct AppParts {
         )
         let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
 
-        HealthController(pool: pool).addRoutes(to: router)
-        MetricsController(registry: metrics, pool: pool, viewerTTLSeconds: configuration.viewerTTLSeconds, token: configuration.metricsToken)
+        HealthController(pool: pool, budget: .milliseconds(configuration.readinessTimeoutMilliseconds)).addRoutes(to: router)
+        MetricsController(registry: metrics, pool: pool, token: configuration.metricsToken)
             .addRoutes(to: router)
         DescriptorController(descriptor: AppDescriptor(appKey: configuration.appKey, baseURL: configuration.baseURL.absoluteString))
             .addRoutes(to: router)

@@ -1,25 +1,85 @@
 import Hummingbird
 import Libpq
 import Logging
+import Synchronization
 
 /// Liveness and readiness, for load balancers and orchestrators.
 struct HealthController {
     typealias Context = AppRequestContext
     let pool: PostgresPool
+    /// `/readyz` answers within this, ready or not: a stalled database must not hold the
+    /// orchestrator's probe (nor pile probes up on the pool).
+    var budget: Duration = .seconds(1)
 
     func addRoutes(to router: Router<Context>) {
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz", use: ready)
     }
 
-    /// 200 only when the database answers.
+    /// 200 only when the database answers within the budget.
     @Sendable func ready(_ request: Request, context: Context) async -> Response {
-        do {
-            try await pool.query("SELECT 1")
+        let pool = pool
+        let budget = budget
+        // The check's own deadlines (waiting for a connection, the statement) are the budget
+        // too, but opening a connection to a stalled server can take longer: the answer does
+        // not wait for it.
+        let outcome = await Self.within(budget) {
+            try await pool.query("SELECT 1", timeout: budget)
+        }
+        switch outcome {
+        case .success:
             return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
-        } catch {
+        case .failure(let error):
             context.logger.warning("readiness check failed", metadata: ["error": "\(error)"])
-            return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "database unavailable\n")))
+            return Response(
+                status: .serviceUnavailable, headers: [.retryAfter: "\(DatabaseErrorMiddleware<Context>.retryAfterSeconds)"],
+                body: .init(byteBuffer: ByteBuffer(string: "database unavailable\n"))
+            )
+        }
+    }
+
+    struct BudgetExceeded: Error, CustomStringConvertible {
+        var budget: Duration
+        var description: String { "the database did not answer within \(budget)" }
+    }
+
+    /// `operation`'s outcome, or `BudgetExceeded` once `budget` has passed; the operation then
+    /// finishes (or fails at its own deadline) unobserved.
+    static func within<Value: Sendable>(
+        _ budget: Duration, _ operation: @escaping @Sendable () async throws -> Value
+    ) async -> Result<Value, any Error> {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result<Value, any Error>, Never>) in
+            let once = Once()
+            let answer: @Sendable (Result<Value, any Error>) -> Bool = { result in
+                let first = once.claim()
+                if first { continuation.resume(returning: result) }
+                return first
+            }
+            let timer = Task {
+                try await Task.sleep(for: budget)
+                _ = answer(.failure(BudgetExceeded(budget: budget)))
+            }
+            Task {
+                let result: Result<Value, any Error>
+                do {
+                    result = .success(try await operation())
+                } catch {
+                    result = .failure(error)
+                }
+                if answer(result) { timer.cancel() }
+            }
+        }
+    }
+
+    /// True for the first caller only.
+    final class Once: Sendable {
+        private let claimed = Mutex(false)
+
+        func claim() -> Bool {
+            claimed.withLock { claimed in
+                defer { claimed = true }
+                return !claimed
+            }
         }
     }
 }

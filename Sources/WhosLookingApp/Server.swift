@@ -79,14 +79,7 @@ public enum Server {
             conninfo = try await cluster.start()
             embedded = cluster
         }
-        let pool = PostgresPool(
-            configuration: .init(
-                conninfo: conninfo,
-                maxConnections: configuration.databasePoolSize,
-                connectTimeoutSeconds: configuration.databaseConnectTimeoutSeconds
-            ),
-            logger: logger
-        )
+        let pool = PostgresPool(configuration: configuration.databasePoolConfiguration(conninfo: conninfo), logger: logger)
         do {
             try await body(pool)
         } catch {

@@ -12,12 +12,20 @@ public final class ChildService: @unchecked Sendable {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("whoslooking")
     }
 
-    public init(arguments: [String], environment: [String: String], name: String) throws {
+    /// `openFilesLimit` runs the executable under `ulimit -n` (soft and hard), as a host with a
+    /// low descriptor limit would.
+    public init(arguments: [String], environment: [String: String], name: String, openFilesLimit: Int? = nil) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8)).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
-        process.executableURL = Self.whoslooking
-        process.arguments = arguments
+        if let openFilesLimit {
+            // `exec` keeps the process id: SIGTERM still reaches the app itself.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(openFilesLimit) && exec \"$0\" \"$@\"", Self.whoslooking.path] + arguments
+        } else {
+            process.executableURL = Self.whoslooking
+            process.arguments = arguments
+        }
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { $1 }
         process.environment = merged

@@ -47,8 +47,8 @@ struct OperationsTests {
                     text.split(separator: "\n").first { $0.hasPrefix(line + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
                 }
                 #expect((value("heartbeats_total") ?? 0) >= 3)
-                #expect(value("viewers_active") == 1)
-                #expect(value("tenants_installed") == 1)
+                // viewers_active and tenants_installed come from the periodic refresher, which
+                // this routes-only app does not run: MetricsGaugeTests checks them.
                 #expect(value("db_pool_connections_max") == 4)
                 #expect((value("user_cache_misses_total") ?? 0) >= 1)
                 #expect(text.contains(#"http_route="/api/issues/{issueId}/heartbeat""#), "requests by route")

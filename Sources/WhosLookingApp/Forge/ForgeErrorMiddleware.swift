@@ -1,10 +1,12 @@
 import Foundation
 import Hummingbird
 import Libpq
+import Presence
 
 /// Forge wants every non-2xx answer as JSON (`invokeRemote` rejects others): refusals become
 /// `{"error": "<reason>"}` with their status; database failures are logged with their cause
-/// and answered with a generic reason.
+/// and answered with a generic reason (503 with `Retry-After` when the database is down, slow
+/// or busy, as `DatabaseErrorMiddleware` does).
 struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -13,8 +15,10 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.json(error.status, error.body ?? error.status.reasonPhrase)
         } catch let error as PostgresError {
             context.logger.error("database error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            let unavailable = error.isConnectionFailure || error.kind == .poolTimeout || error.kind == .poolClosed
-            return Self.json(unavailable ? .serviceUnavailable : .internalServerError, error.clientMessage)
+            return Self.json(error.isTransient ? .serviceUnavailable : .internalServerError, error.clientMessage)
+        } catch let error as HeartbeatUnavailable {
+            context.logger.debug("heartbeat not recorded", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            return Self.json(.serviceUnavailable, "database unavailable")
         }
     }
 
@@ -24,7 +28,7 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         body.writeJSONString(message)
         body.writeStaticString("}")
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"]
-        if status == .serviceUnavailable { headers[.retryAfter] = "5" }
+        if status == .serviceUnavailable { headers[.retryAfter] = "\(DatabaseErrorMiddleware<Context>.retryAfterSeconds)" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }

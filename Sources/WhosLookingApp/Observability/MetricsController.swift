@@ -1,14 +1,13 @@
 import Hummingbird
 import Libpq
-import Metrics
 import Prometheus
 
-/// `GET /metrics`: Prometheus text format. Figures that live in the database or the pool are
-/// read at scrape time. With METRICS_TOKEN set, a matching bearer token is required.
+/// `GET /metrics`: Prometheus text format. A scrape reads memory only: the figures that live in
+/// the database are kept in the registry by `GaugeRefresher`, and the pool's figures are its
+/// in-memory counters. With METRICS_TOKEN set, a matching bearer token is required.
 struct MetricsController {
     let registry: PrometheusCollectorRegistry
     let pool: PostgresPool
-    let viewerTTLSeconds: Int
     let token: String?
 
     func addRoutes(to router: Router<AppRequestContext>) {
@@ -21,27 +20,23 @@ struct MetricsController {
                 value.hasPrefix("Bearer ") ? String(value.dropFirst(7)) : nil
             }
             guard let presented, presented.utf8.count == token.utf8.count,
-                  zip(presented.utf8, token.utf8).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0
+                zip(presented.utf8, token.utf8).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0
             else { throw HTTPError(.unauthorized, message: "metrics need the bearer token") }
         }
+        // The pool's own counters (no connection, no query).
         let statistics = await pool.statistics()
-        Gauge(label: "db_pool_connections_open").record(statistics.open)
-        Gauge(label: "db_pool_connections_idle").record(statistics.idle)
-        Gauge(label: "db_pool_waiting").record(statistics.waiting)
-        Gauge(label: "db_pool_connections_max").record(statistics.maxConnections)
-        if let rows = try? await pool.query("""
-            SELECT (SELECT count(*) FROM viewers WHERE last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS viewers,
-                   (SELECT count(DISTINCT (client_key, issue_id)) FROM viewers WHERE last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS issues,
-                   (SELECT count(*) FROM tenants WHERE state = 'installed') AS tenants
-            """), let row = rows.first {
-            Gauge(label: "viewers_active").record(try row.decode(Int.self, "viewers"))
-            Gauge(label: "issues_watched").record(try row.decode(Int.self, "issues"))
-            Gauge(label: "tenants_installed").record(try row.decode(Int.self, "tenants"))
-        }
+        gauge("db_pool_connections_open").set(Int64(statistics.open))
+        gauge("db_pool_connections_idle").set(Int64(statistics.idle))
+        gauge("db_pool_waiting").set(Int64(statistics.waiting))
+        gauge("db_pool_connections_max").set(Int64(statistics.maxConnections))
         return Response(
             status: .ok,
             headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
         )
+    }
+
+    private func gauge(_ name: String) -> Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: ""))
     }
 }
