@@ -120,23 +120,23 @@ public final class FakeForge: Sendable {
 }
 
 /// Any JSON object built in Swift as a jwt-kit payload, so tests can shape claims freely.
-struct RawClaims: JWTPayload, @unchecked Sendable {
+public struct RawClaims: JWTPayload, @unchecked Sendable {
     let object: [String: Any]
 
-    init(_ object: [String: Any]) {
+    public init(_ object: [String: Any]) {
         self.object = object
     }
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "tests only sign RawClaims"))
     }
 
-    func encode(to encoder: any Encoder) throws {
+    public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(AnyJSON(object))
     }
 
-    func verify(using algorithm: some JWTAlgorithm) async throws {}
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// Encodes Swift values of JSON's shapes (Bool, Int, Double, String, arrays, dictionaries).
