@@ -147,6 +147,51 @@ struct BrowserTests {
         }
     }
 
+    /// The database goes away under two open panels (its backends ended, new connections
+    /// refused): heartbeats answer 503, both panels say "Reconnecting…", and once the database
+    /// is back both people are listed again within a poll interval or two, without a restart.
+    @Test func theDatabaseGoingAwayShowsReconnectingThenBothReturn() async throws {
+        try await withStack { stack in
+            let alice = try await stack.driver.newSession()
+            let bob = try await stack.driver.newSession()
+            defer { Task { await alice.quit(); await bob.quit() } }
+            func status(_ browser: BrowserSession) async -> String {
+                guard (try? await browser.enterFrame("#app-panel")) != nil else { return "" }
+                defer { Task { try? await browser.enterFrame(nil) } }
+                return (try? await browser.execute("var s = document.querySelector('.status'); return s && !s.hidden ? s.textContent : '';") as? String) ?? ""
+            }
+            try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
+            try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
+            #expect(await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] })
+
+            let database = try await stack.pool.query("SELECT current_database() AS name")[0].decode(String.self, "name")
+            let admin = PostgresPool(configuration: .init(conninfo: TestDatabase.serverConninfo, maxConnections: 1), logger: TestDatabase.logger)
+            // Our own scratch database's name, quoted as an identifier (ALTER DATABASE takes no parameters).
+            let identifier = "\"" + database.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            do {
+                try await admin.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(identifier) ALLOW_CONNECTIONS false"))
+                try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(database) AND pid <> pg_backend_pid()")
+                let aliceReconnecting = await eventually(timeout: .seconds(15)) { await status(alice) == "Reconnecting…" }
+                let bobReconnecting = await eventually(timeout: .seconds(15)) { await status(bob) == "Reconnecting…" }
+                let said = "\(await status(alice)) / \(await status(bob))"
+                #expect(aliceReconnecting && bobReconnecting, "panels say: \(said)")
+                let readiness = try await ChildService.get(stack.appURL + "/readyz")
+                #expect(readiness == "database unavailable\n", "/readyz while the database is away: \(readiness)")
+            } catch {
+                Issue.record("could not take the database away: \(error)")
+            }
+            try await admin.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(identifier) ALLOW_CONNECTIONS true"))
+            await admin.close()
+            let back = await eventually(timeout: .seconds(Double(4 * Self.poll) + 10)) {
+                let names = await stack.names(alice)
+                let statuses = [await status(alice), await status(bob)]
+                return names == ["Alice Andersson", "Bob Brown"] && statuses == ["", ""]
+            }
+            let seen = "\(await stack.names(alice)), \(await status(alice)) / \(await status(bob))"
+            #expect(back, "after the database returned: \(seen)")
+        }
+    }
+
     /// The server-rendered panel (the first render, before any script runs) with a name whose
     /// quote is fused with a zero-width joiner: it stays inside the alt attribute.
     @Test func aFusedQuoteInANameCannotAddAttributes() async throws {
