@@ -104,10 +104,18 @@ public final class ConnectionSlots: Sendable {
             defer { timer.cancel() }
             return try await withTaskCancellationHandler {
                 try await withCheckedThrowingContinuation { continuation in
-                    enum Registration { case registered, closed, late, cancelled }
+                    enum Registration { case registered, closed, late, cancelled, available(PostgresConnection?) }
+                    let maxConnections = self.maxConnections
+                    let reserved = self.reserved
                     let registration = state.withLock { state -> Registration in
                         if state.closed { return .closed }
                         if Task.isCancelled { return .cancelled }
+                        // A release between deciding to wait and registering found no waiter
+                        // and left its connection idle: take it now, or this waiter would sleep
+                        // until its timeout beside a free connection.
+                        if let taken = Self.take(lane: lane, from: &state, maxConnections: maxConnections, reserved: reserved) {
+                            return .available(taken)
+                        }
                         if ContinuousClock.now >= deadline { return .late }
                         state.waiters[id] = Waiter(continuation: continuation, lane: lane)
                         switch lane {
@@ -121,6 +129,7 @@ public final class ConnectionSlots: Sendable {
                     case .closed: continuation.resume(throwing: PostgresError(.poolClosed, message: "database pool is shut down"))
                     case .late: continuation.resume(throwing: Self.timeoutError(timeout))
                     case .cancelled: continuation.resume(throwing: CancellationError())
+                    case .available(let connection): continuation.resume(returning: connection)
                     }
                 }
             } onCancel: {
