@@ -55,17 +55,16 @@ struct MetricsGaugeTests {
                 let finishedSleeps = FinishedCount()
                 let sleepers = (0..<pool.configuration.maxConnections).map { _ in
                     Task {
-                        try await pool.query("SELECT pg_sleep(5)")
+                        try await pool.query("SELECT pg_sleep(30)")
                         finishedSleeps.count.add(1, ordering: .relaxed)
                     }
                 }
                 let admin = PostgresPool(configuration: .init(conninfo: TestDatabase.serverConninfo, maxConnections: 1), logger: TestDatabase.logger)
                 let allBusy = await eventually(timeout: .seconds(5)) {
                     let rows = try await admin.query(
-                        "SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)' AND state = 'active'")
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
                     return try rows[0].decode(Int.self, "n") == pool.configuration.maxConnections
                 }
-                await admin.close()
                 #expect(allBusy, "the sleeps never took every connection")
                 let waitsBefore = await pool.statistics().totalWaits
                 for _ in 0..<200 {
@@ -77,7 +76,10 @@ struct MetricsGaugeTests {
                 #expect(waitsAfter == waitsBefore, "\(waitsAfter - waitsBefore) scrapes waited for a database connection")
                 // An order, not only a time: every scrape was answered while every connection slept.
                 #expect(finishedSleeps.count.load(ordering: .relaxed) == 0, "scrapes waited for the database")
-                for sleeper in sleepers { _ = try await sleeper.value }
+                // The sleeps are long so that a loaded machine cannot outlast them; end them now.
+                _ = try await admin.query("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'")
+                await admin.close()
+                for sleeper in sleepers { _ = try? await sleeper.value }
             }
         }
     }
