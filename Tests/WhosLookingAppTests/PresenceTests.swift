@@ -119,7 +119,9 @@ struct PresenceTests {
             _ = try await openPanel(client, "account-alice")
             let bob = try await openPanel(client, "account-bob")
             #expect(bob.listedAccounts.contains("account-alice"))
-            try await Task.sleep(for: .milliseconds(2300))
+            // Alice falls silent: her last heartbeat moved past the TTL (rather than sleeping
+            // it out, which a loaded machine turned into a race with Bob's panel load).
+            try await testApp.pool.query("UPDATE viewers SET last_seen = now() - interval '3 seconds' WHERE account_id = 'account-alice'")
             let (_, beat) = try await heartbeat(client, ticket: try #require(bob.ticket))
             #expect(beat?.viewers.map(\.accountId) == ["account-bob"], "a stale viewer is never shown, swept or not")
             #expect(try await rowCount(testApp) == 2, "not swept yet")
