@@ -80,6 +80,8 @@ public actor EmbeddedPostgres {
         let runAs = geteuid() == 0 ? Self.unprivilegedUser : nil
         try await runStep("pg_ctl", ["stop", "-D", dataDirectory.path, "-m", "fast", "-w", "-t", "60", "-s"], bin: bin, as: runAs)
         startedByUs = false
+        // The socket folder is ours and empty once the server is gone: leave nothing behind in /tmp.
+        try? FileManager.default.removeItem(atPath: socketDirectory)
         logger.info("PostgreSQL stopped", metadata: ["data": "\(dataDirectory.path)"])
     }
 

@@ -125,5 +125,6 @@ struct PoolTests {
         await pool.close()
         try await cluster.stop()
         #expect(cluster.postmasterPID() == nil)
+        #expect(!FileManager.default.fileExists(atPath: cluster.socketDirectory), "the socket folder is left in /tmp")
     }
 }
