@@ -21,13 +21,15 @@ public final class ForgeSystemTokens: Sendable {
     }
 
     public func remember(_ token: String?, installationID: String, now: Date = Date()) {
-        guard let token, !token.isEmpty, token.utf8.count <= 16 * 1024, !token.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) else { return }
+        guard let token, !token.isEmpty else { return }
+        // Forge caches its tokens, so most calls bring the one already held: nothing to parse.
+        if entries.withLock({ $0[installationID]?.token == token }) { return }
+        guard token.utf8.count <= 16 * 1024, !token.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) else { return }
         // Forge's tokens live at most 4 hours; one whose exp we cannot read is trusted for an hour.
         let stated = Self.expiry(of: token).map { min($0, now.addingTimeInterval(4 * 3600)) }
         let expires = stated ?? now.addingTimeInterval(3600)
         guard expires > now.addingTimeInterval(margin) else { return }
         entries.withLock { entries in
-            if entries[installationID]?.token == token { return }
             if entries.count >= maxEntries, entries[installationID] == nil,
                 let oldest = entries.min(by: { $0.value.expires < $1.value.expires })?.key
             {
