@@ -1,8 +1,10 @@
 // Who's Looking: the jira:issueViewBackgroundScript. Invisible and always on the issue view,
 // so the viewer counts as looking even while the panel is collapsed (a collapsed panel runs
-// no code). It heartbeats with the shared loop and tells the panel each new state as
-// `whoslooking:viewers` {viewers, pollSeconds, status}, and again on every
-// `whoslooking:hello` (the panel may render before or after it). Contract: docs/forge.md.
+// no code). It runs the shared loop (heartbeats, "away" while the page is hidden, and the
+// wait that brings changes as they happen) and tells the panel each new state as
+// `whoslooking:viewers` {viewers, pollSeconds, status}: after every heartbeat answer (the
+// panel's watchdog counts on them), after every wait that brought a new list, and again on
+// every `whoslooking:hello` (the panel may render before or after it). Contract: docs/forge.md.
 import { view, events } from "@forge/bridge";
 import { startPresence } from "../shared/presence.js";
 

@@ -1,7 +1,8 @@
 // Who's Looking: the jira:issueContext panel. It runs only while the panel is expanded.
-// The background script heartbeats for the page and answers `whoslooking:hello` with
-// `whoslooking:viewers`; the panel asks until it hears back, and if nobody answers within
-// 3 s it heartbeats by itself with the same loop. Contract: docs/forge.md.
+// The background script keeps the page's presence (heartbeats, away, waits) and answers
+// `whoslooking:hello` with `whoslooking:viewers`; the panel asks until it hears back, and if
+// nobody answers within 3 s it runs the same loop by itself, waits included.
+// Contract: docs/forge.md.
 import { view, events } from "@forge/bridge";
 import { startPresence } from "../shared/presence.js";
 import { renderState } from "../shared/render.js";
@@ -51,7 +52,7 @@ function runOwnLoop() {
 }
 
 // A background script that falls silent (removed, crashed) for three intervals: heartbeat here.
-// Heartbeats pause while the page is hidden, so the watch does too.
+// While the page is hidden its heartbeats slow down to the away interval, so the watch pauses.
 function armWatchdog(pollSeconds) {
   clearTimeout(watchdog);
   watchdog = null;

@@ -1,5 +1,6 @@
 // Who's Looking: the panel's DOM. Built from elements and text nodes only: a display name is
-// never parsed as markup. Contract (class names, #status texts): docs/forge.md.
+// never parsed as markup. Contract (class names, data attributes, #status texts):
+// docs/forge.md and docs/live-presence.md.
 
 export const STATUS_TEXT = Object.freeze({
   ok: "",
@@ -22,12 +23,38 @@ export function initialsOf(name) {
   return (firsts[0] + (firsts.length > 1 ? firsts[firsts.length - 1] : "")).toUpperCase();
 }
 
-/** li.viewer[data-account-id] > img.avatar + span.initials + span.name (+ span.you-label). */
+const twoDigits = (number) => String(number).padStart(2, "0");
+
+/**
+ * "Looking since HH:MM" in the browser's local time (24-hour, as Jira shows times in panels)
+ * from an ISO 8601 `since`; null when it is missing or not a date.
+ */
+export function sinceTitle(since) {
+  if (typeof since !== "string" || since === "") {
+    return null;
+  }
+  const date = new Date(since);
+  if (Number.isNaN(date.getTime())) {
+    return null;
+  }
+  return `Looking since ${twoDigits(date.getHours())}:${twoDigits(date.getMinutes())}`;
+}
+
+/**
+ * li.viewer[data-account-id][data-state][title] > img.avatar + span.initials + span.name
+ * (+ span.you-label) (+ span.state-label "away"). An away person's item also has class `away`.
+ */
 export function viewerItem(doc, viewer) {
   const name = viewer.displayName || PLACEHOLDER_NAME;
+  const away = viewer.state === "away";
   const item = doc.createElement("li");
-  item.className = viewer.you ? "viewer you" : "viewer";
+  item.className = ["viewer", viewer.you ? "you" : "", away ? "away" : ""].filter(Boolean).join(" ");
   item.setAttribute("data-account-id", viewer.accountId);
+  item.setAttribute("data-state", away ? "away" : "active");
+  const title = sinceTitle(viewer.since);
+  if (title !== null) {
+    item.title = title;
+  }
 
   // The initials show until the avatar has loaded, and stay if it never does (no URL,
   // blocked, broken): no broken-image icon. `src` stays the avatar URL either way.
@@ -62,12 +89,27 @@ export function viewerItem(doc, viewer) {
     you.textContent = "(you)";
     item.append(you);
   }
+  if (away) {
+    // Said in words, not only by the dimming: colour and opacity alone reach nobody who
+    // cannot see them.
+    const stateLabel = doc.createElement("span");
+    stateLabel.className = "state-label";
+    stateLabel.textContent = "away";
+    item.append(stateLabel);
+  }
   return item;
 }
 
 // What each list item shows, to tell whether it can stay as it is.
 const drawn = new WeakMap();
-const signature = (viewer) => JSON.stringify([viewer.accountId, viewer.displayName || "", viewer.avatarUrl || "", viewer.you === true]);
+const signature = (viewer) => JSON.stringify([
+  viewer.accountId,
+  viewer.displayName || "",
+  viewer.avatarUrl || "",
+  viewer.you === true,
+  viewer.state === "away" ? "away" : "active",
+  viewer.since || "",
+]);
 
 /**
  * Shows one state {viewers, status} in the panel. `parts` are the page's elements:
