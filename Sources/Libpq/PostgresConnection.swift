@@ -5,7 +5,7 @@ import Synchronization
 /// One libpq connection. Its methods block: the pool calls them on its own thread pool only,
 /// and hands a connection to one caller at a time, hence `@unchecked Sendable`.
 public final class PostgresConnection: @unchecked Sendable {
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     /// Prepared statements of this session, by SQL text and parameter types.
     private var preparedStatements: [StatementKey: String] = [:]
     private var isClosed = false
@@ -24,11 +24,13 @@ public final class PostgresConnection: @unchecked Sendable {
     /// session's `statement_timeout` (sent with the connection's `options`, after any options
     /// of the conninfo or `PGOPTIONS`, so `RESET` and `DISCARD ALL` keep it); nil or zero
     /// leaves the server's default.
-    public init(conninfo: String, connectTimeoutSeconds: Int = 5, statementTimeout: Duration? = nil) throws(PostgresError) {
+    public init(
+        conninfo: String, connectTimeoutSeconds: Int = 5, statementTimeout: Duration? = nil, applicationName: String = "whoslooking"
+    ) throws(PostgresError) {
         // Later keywords win, so the conninfo's own connect_timeout overrides our default, and
         // our options (which repeat the conninfo's own) override the conninfo's.
         var keywords = ["connect_timeout", "application_name", "dbname"]
-        var values = [String(connectTimeoutSeconds), "whoslooking", conninfo]
+        var values = [String(connectTimeoutSeconds), applicationName, conninfo]
         if let milliseconds = statementTimeout.map(Self.milliseconds), milliseconds > 0 {
             let inherited = Self.options(in: conninfo) ?? ProcessInfo.processInfo.environment["PGOPTIONS"] ?? ""
             keywords.append("options")
@@ -136,7 +138,7 @@ public final class PostgresConnection: @unchecked Sendable {
         }
         do {
             return try executePrepared(name: name, query: query, deadline: deadline)
-        } catch where error.sqlState == SQLState.invalidSQLStatementName {
+        } catch  where error.sqlState == SQLState.invalidSQLStatementName {
             // Someone ran DISCARD ALL / DEALLOCATE on this session: prepare again once.
             preparedStatements.removeAll()
             try prepare(name: name, key: key, query: query, deadline: deadline)
@@ -322,7 +324,9 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Turns a result into rows or an error, and frees it: the only place a PGresult is cleared.
     /// The statement's name is only worked out for an error (it showed in the heartbeat profile).
-    private func consume(_ result: OpaquePointer?, statement: @autoclosure () -> String, cancelledAfter: Duration? = nil) throws(PostgresError) -> PostgresRows {
+    private func consume(
+        _ result: OpaquePointer?, statement: @autoclosure () -> String, cancelledAfter: Duration? = nil
+    ) throws(PostgresError) -> PostgresRows {
         guard let result else {
             throw PostgresError(.connection, message: Self.errorMessage(of: handle), statement: statement())
         }
@@ -353,10 +357,11 @@ public final class PostgresConnection: @unchecked Sendable {
         var columns: [PostgresRows.Column] = []
         columns.reserveCapacity(columnCount)
         for column in 0..<columnCount {
-            columns.append(.init(
-                name: String(cString: PQfname(result, Int32(column))),
-                type: PostgresType(rawValue: PQftype(result, Int32(column)))
-            ))
+            columns.append(
+                .init(
+                    name: String(cString: PQfname(result, Int32(column))),
+                    type: PostgresType(rawValue: PQftype(result, Int32(column)))
+                ))
         }
         var cells: [PostgresRows.Cell] = []
         cells.reserveCapacity(rowCount * columnCount)

@@ -47,6 +47,12 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
             bindings.append(value.optionalBinding)
             sql += "$\(bindings.count)"
         }
+
+        /// A piece of SQL written once in the source (a `StaticString`, so never a value from
+        /// outside), shared by several statements.
+        public mutating func appendInterpolation(literal: StaticString) {
+            sql += literal.description
+        }
     }
 
     /// What logs may say about this query: its first line of SQL, never its values.
