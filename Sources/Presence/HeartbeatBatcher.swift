@@ -14,6 +14,8 @@ final class HeartbeatBatcher: Sendable {
     struct Heartbeat: Sendable {
         var viewer: ViewerKey
         var issueKey: String
+        /// The tab is hidden.
+        var away = false
     }
 
     /// What one batch answers: each issue's live viewers, and which tenants were installed.

@@ -31,14 +31,19 @@ public struct Viewer: Sendable, Equatable {
     /// When they first opened the issue in a tab still open.
     public var since: Date
     public var lastSeen: Date
+    /// Every tab of theirs on the issue is hidden.
+    public var isAway: Bool
     public var details: Details
     /// The cached details are past their time: still shown, but to be fetched again.
     public var detailsExpired: Bool
 
-    public init(accountID: String, since: Date, lastSeen: Date, details: Details = .unknown, detailsExpired: Bool = false) {
+    public init(
+        accountID: String, since: Date, lastSeen: Date, isAway: Bool = false, details: Details = .unknown, detailsExpired: Bool = false
+    ) {
         self.accountID = accountID
         self.since = since
         self.lastSeen = lastSeen
+        self.isAway = isAway
         self.details = details
         self.detailsExpired = detailsExpired
     }
@@ -50,6 +55,11 @@ public struct Viewer: Sendable, Equatable {
 }
 
 extension Array where Element == Viewer {
+    /// What a person's panel lists: people only, them first.
+    public func shown(to accountID: String) -> [Viewer] {
+        filter(\.isPerson).orderedFor(currentUser: accountID)
+    }
+
     /// The current user first, then everyone else by when they arrived.
     public func orderedFor(currentUser accountID: String) -> [Viewer] {
         sorted { left, right in

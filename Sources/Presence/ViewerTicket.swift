@@ -158,7 +158,9 @@ public struct ViewerTicketSigner: Sendable {
     }
 
     /// A ticket for a new tab, and its signed form for the page.
-    public func issue(tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()) -> (ticket: ViewerTicket, signed: String) {
+    public func issue(
+        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()
+    ) -> (ticket: ViewerTicket, signed: String) {
         let started = now.timeIntervalSince1970.rounded(.down)
         let ticket = ViewerTicket(
             tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,

@@ -54,6 +54,14 @@ public struct AppConfiguration: Sendable {
     public var viewerTTLSeconds: Int
     /// How often expired viewers are deleted.
     public var sweepIntervalSeconds: Int
+    /// How often a hidden (away) panel sends a heartbeat.
+    public var awayPollIntervalSeconds: Int
+    /// How long after going away a hidden panel is still listed (as away).
+    public var awayTTLSeconds: Int
+    /// How long a panel's wait for a change is held before it is answered "unchanged".
+    public var waitSeconds: Int
+    /// Most panel waits held at once; beyond, a wait answers 503 at once.
+    public var maxWaitingPanels: Int
     /// How long a Connect panel's viewer tickets are renewed after the panel was loaded.
     public var ticketMaxAgeSeconds: Int
     /// Atlassian's iframe bridge script.
@@ -101,7 +109,9 @@ public struct AppConfiguration: Sendable {
         databasePoolSize = try reader.integer("DATABASE_POOL_SIZE", default: 8, in: 1...200)
         heartbeatBatchConnections = try reader.integer("HEARTBEAT_BATCH_CONNECTIONS", default: min(2, databasePoolSize), in: 1...200)
         guard heartbeatBatchConnections <= databasePoolSize else {
-            throw Invalid(variable: "HEARTBEAT_BATCH_CONNECTIONS", reason: "must not exceed DATABASE_POOL_SIZE (\(databasePoolSize)), got \(heartbeatBatchConnections)")
+            throw Invalid(
+                variable: "HEARTBEAT_BATCH_CONNECTIONS",
+                reason: "must not exceed DATABASE_POOL_SIZE (\(databasePoolSize)), got \(heartbeatBatchConnections)")
         }
         databaseConnectTimeoutSeconds = try reader.integer("DATABASE_CONNECT_TIMEOUT_SECONDS", default: 5, in: 1...300)
         databaseStatementTimeoutMilliseconds = try reader.integer("DATABASE_STATEMENT_TIMEOUT_MS", default: 5000, in: 0...3_600_000)
@@ -134,16 +144,27 @@ public struct AppConfiguration: Sendable {
         pollIntervalSeconds = try reader.integer("POLL_INTERVAL_SECONDS", default: 10, in: 1...3600)
         viewerTTLSeconds = try reader.integer("VIEWER_TTL_SECONDS", default: 3 * pollIntervalSeconds, in: 1...86400)
         guard viewerTTLSeconds > pollIntervalSeconds else {
-            throw Invalid(variable: "VIEWER_TTL_SECONDS", reason: "must be longer than POLL_INTERVAL_SECONDS (\(pollIntervalSeconds)), or every viewer flickers out between heartbeats")
+            throw Invalid(
+                variable: "VIEWER_TTL_SECONDS",
+                reason: "must be longer than POLL_INTERVAL_SECONDS (\(pollIntervalSeconds)), or every viewer flickers out between heartbeats")
         }
         sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
         ticketMaxAgeSeconds = try reader.integer("TICKET_MAX_AGE_SECONDS", default: 12 * 3600, in: 60...(7 * 86400))
         allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
         publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))
+        awayPollIntervalSeconds = try reader.integer("AWAY_POLL_INTERVAL_SECONDS", default: 60, in: 1...3600)
+        awayTTLSeconds = try reader.integer("AWAY_TTL_SECONDS", default: 1800, in: 1...86400)
+        guard awayTTLSeconds >= awayPollIntervalSeconds else {
+            throw Invalid(variable: "AWAY_TTL_SECONDS", reason: "must be at least AWAY_POLL_INTERVAL_SECONDS (\(awayPollIntervalSeconds))")
+        }
+        // Forge ends an invokeRemote call after 25 s: a held wait must be answered before.
+        waitSeconds = try reader.integer("WAIT_SECONDS", default: 20, in: 1...24)
+        maxWaitingPanels = try reader.integer("MAX_WAITING_PANELS", default: 20_000, in: 0...1_000_000)
         userCacheTTLSeconds = try reader.integer("USER_CACHE_TTL_SECONDS", default: 86400, in: 60...(30 * 86400))
         userMissingTTLSeconds = try reader.integer("USER_MISSING_TTL_SECONDS", default: 3600, in: 1...86400)
         jiraTimeoutSeconds = try reader.integer("JIRA_TIMEOUT_SECONDS", default: 10, in: 1...120)
-        personalDataReportURL = try reader.baseURL("PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true)
+        personalDataReportURL = try reader.baseURL(
+            "PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true)
         personalDataReportIntervalSeconds = try reader.integer("PERSONAL_DATA_REPORT_INTERVAL_SECONDS", default: 3600, in: 1...(7 * 86400))
         logFormat = reader.string("LOG_FORMAT", default: "text").lowercased()
         guard ["text", "json"].contains(logFormat) else {
@@ -154,9 +175,12 @@ public struct AppConfiguration: Sendable {
         if let forgeAppID {
             let id = forgeAppID.dropFirst(Self.forgeAppIDPrefix.count)
             guard forgeAppID.hasPrefix(Self.forgeAppIDPrefix), (1...64).contains(id.utf8.count),
-                  id.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) })
+                id.utf8.allSatisfy({
+                    $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0)
+                })
             else {
-                throw Invalid(variable: "FORGE_APP_ID", reason: "must be the app id from `forge register`, \(Self.forgeAppIDPrefix)<uuid>, got '\(forgeAppID)'")
+                throw Invalid(
+                    variable: "FORGE_APP_ID", reason: "must be the app id from `forge register`, \(Self.forgeAppIDPrefix)<uuid>, got '\(forgeAppID)'")
             }
         }
         forgeJWKSURL = try reader.baseURL(
@@ -164,7 +188,7 @@ public struct AppConfiguration: Sendable {
         ).absoluteString
         httpRequestTimeoutSeconds = try reader.integer("HTTP_REQUEST_TIMEOUT_SECONDS", default: 30, in: 1...3600)
         httpIdleTimeoutSeconds = try reader.integer("HTTP_IDLE_TIMEOUT_SECONDS", default: 75, in: 1...3600)
-        httpMaxConnections = try reader.integer("HTTP_MAX_CONNECTIONS", default: 10_000, in: 1...1_000_000)
+        httpMaxConnections = try reader.integer("HTTP_MAX_CONNECTIONS", default: 20_000, in: 1...1_000_000)
         metricsRefreshSeconds = try reader.integer("METRICS_REFRESH_SECONDS", default: 15, in: 1...3600)
         variablesRead = reader.namesRead
     }
@@ -179,7 +203,8 @@ public struct AppConfiguration: Sendable {
             return try SecretBox(base64Key: secretEncryptionKey).addingPrevious(previousSecretEncryptionKeys).addingNext(nextSecretEncryptionKeys)
         }
         guard databaseURL == nil else {
-            throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
+            throw Invalid(
+                variable: "SECRET_ENCRYPTION_KEY", reason: "is required when DATABASE_URL is set: 32 random bytes, base64 (openssl rand -base64 32)")
         }
         return try SecretBox(base64Key: SecretBox.loadOrCreateKeyFile(dataDirectory.appendingPathComponent("secret.key")))
     }
@@ -244,7 +269,8 @@ final class EnvironmentReader {
     func integer(_ name: String, default fallback: Int, in range: ClosedRange<Int>) throws -> Int {
         guard let text = optionalString(name) else { return fallback }
         guard let value = Int(text), range.contains(value) else {
-            throw AppConfiguration.Invalid(variable: name, reason: "must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
+            throw AppConfiguration.Invalid(
+                variable: name, reason: "must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
         }
         return value
     }
@@ -252,10 +278,10 @@ final class EnvironmentReader {
     func baseURL(_ name: String, default fallback: String, keepTrailingSlash: Bool = false) throws -> URL {
         let text = optionalString(name) ?? fallback
         guard let components = URLComponents(string: text),
-              let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
-              components.host?.isEmpty == false,
-              components.query == nil, components.fragment == nil,
-              let url = components.url
+            let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
+            components.host?.isEmpty == false,
+            components.query == nil, components.fragment == nil,
+            let url = components.url
         else {
             throw AppConfiguration.Invalid(variable: name, reason: "must be an absolute http(s) URL without query or fragment, got '\(text)'")
         }

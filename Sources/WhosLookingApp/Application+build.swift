@@ -25,7 +25,7 @@ public func buildApplication(
         server: .http1(limits: ConnectionLimits(configuration: configuration, logger: logger)),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
         services: [
-            pool, parts.enricher, parts.sweeper, parts.reporter,
+            pool, parts.enricher, parts.sweeper, parts.reporter, parts.waitRoom,
             GaugeRefresher(
                 pool: pool, registry: metrics, viewerTTLSeconds: configuration.viewerTTLSeconds,
                 interval: .seconds(configuration.metricsRefreshSeconds), logger: logger
@@ -49,6 +49,7 @@ struct AppParts {
     let reporter: PersonalDataReporter
     let tickets: ViewerTicketSigner
     let recorder: HeartbeatRecorder
+    let waitRoom: WaitRoom
     /// Forge system tokens, in memory only.
     let systemTokens = ForgeSystemTokens()
 
@@ -59,9 +60,16 @@ struct AppParts {
         self.logger = logger
         let tenants = TenantRepository(pool: pool, secrets: secrets, erasers: [ViewerEraser(), UserDetailsEraser()])
         self.tenants = tenants
-        presence = PresenceRepository(
-            pool: pool, ttl: Double(configuration.viewerTTLSeconds), maxConcurrentBatches: configuration.heartbeatBatchConnections,
+        let presence = PresenceRepository(
+            pool: pool, liveness: configuration.viewerLiveness, maxConcurrentBatches: configuration.heartbeatBatchConnections,
             maxWaiting: configuration.heartbeatQueueLimit, timeout: .milliseconds(configuration.heartbeatTimeoutMilliseconds), logger: logger
+        )
+        self.presence = presence
+        waitRoom = WaitRoom(
+            repository: presence,
+            listener: PostgresListener(configuration: .init(conninfo: pool.configuration.conninfo, channels: [ViewerChanges.channel])),
+            settings: .init(holdFor: .seconds(configuration.waitSeconds), maxWaiting: configuration.maxWaitingPanels),
+            logger: logger
         )
         userDetails = UserDetailsRepository(
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
@@ -128,8 +136,12 @@ struct AppParts {
             presence: presence,
             recorder: recorder,
             tickets: tickets,
-            page: PanelPage(allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds),
-            pollIntervalSeconds: configuration.pollIntervalSeconds
+            waitRoom: waitRoom,
+            page: PanelPage(
+                allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds,
+                awayPollIntervalSeconds: configuration.awayPollIntervalSeconds
+            ),
+            polls: configuration.panelPolls
         ).addRoutes(to: router)
         if let forgeAppID = configuration.forgeAppID {
             ForgeController(
@@ -138,10 +150,29 @@ struct AppParts {
                     keySet: ForgeKeySet(jwksURL: configuration.forgeJWKSURL, logger: logger),
                     leeway: Double(configuration.jwtLeewaySeconds)
                 ),
-                tenants: tenants, presence: presence, recorder: recorder, systemTokens: systemTokens,
-                pollIntervalSeconds: configuration.pollIntervalSeconds
+                tenants: tenants, presence: presence, recorder: recorder, waitRoom: waitRoom, systemTokens: systemTokens,
+                polls: configuration.panelPolls
             ).addRoutes(to: router)
         }
         return router
+    }
+}
+
+/// What panels are told about their timers.
+struct PanelPolls: Sendable {
+    var pollSeconds: Int
+    var awayPollSeconds: Int
+}
+
+extension AppConfiguration {
+    var panelPolls: PanelPolls { PanelPolls(pollSeconds: pollIntervalSeconds, awayPollSeconds: awayPollIntervalSeconds) }
+
+    /// An away tab heartbeats every `awayPollIntervalSeconds`, but a browser may delay a hidden
+    /// tab's timers by up to a minute more: it is kept for two intervals plus a visible tab's TTL.
+    var viewerLiveness: ViewerLiveness {
+        ViewerLiveness(
+            activeTTL: Double(viewerTTLSeconds), awayTTL: Double(2 * awayPollIntervalSeconds + viewerTTLSeconds),
+            awayLimit: Double(awayTTLSeconds)
+        )
     }
 }

@@ -5,7 +5,7 @@ import Presence
 /// Logs a database failure with its cause (SQLSTATE, message, statement) and answers the
 /// client only a generic reason. When the database is down, slow or busy (a transient
 /// failure: a lost connection, a deadline passed, a statement cancelled, a heartbeat the
-/// queue could not take) the answer is 503 with `Retry-After`; other failures are 500.
+/// queue could not take, a panel's wait that cannot be held) the answer is 503 with `Retry-After`; other failures are 500.
 struct DatabaseErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     /// What a 503 asks clients to wait, in seconds.
     static var retryAfterSeconds: Int { 5 }
@@ -22,10 +22,13 @@ struct DatabaseErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             // logged once with its cause, and `heartbeats_unavailable_total` counts these.
             context.logger.debug("heartbeat not recorded", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
             throw Self.unavailable("database unavailable")
+        } catch let error as WaitUnavailable {
+            context.logger.debug("wait not held", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            throw Self.unavailable(error.description, retryAfter: error.retryAfterSeconds)
         }
     }
 
-    static func unavailable(_ message: String) -> HTTPError {
-        HTTPError(.serviceUnavailable, headers: [.retryAfter: "\(retryAfterSeconds)"], message: message)
+    static func unavailable(_ message: String, retryAfter: Int = retryAfterSeconds) -> HTTPError {
+        HTTPError(.serviceUnavailable, headers: [.retryAfter: "\(retryAfter)"], message: message)
     }
 }

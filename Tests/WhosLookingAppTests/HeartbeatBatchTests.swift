@@ -30,7 +30,7 @@ struct HeartbeatBatchTests {
             let batchSizes = Mutex<[Int]>([])
             let batcher = HeartbeatBatcher(maxConcurrentBatches: 1, maxBatchSize: 16) { heartbeats in
                 batchSizes.withLock { $0.append(heartbeats.count) }
-                return try await PresenceRepository.record(heartbeats, pool: pool, ttl: 30)
+                return try await PresenceRepository.record(heartbeats, pool: pool, liveness: .init(activeTTL: 30, awayTTL: 150, awayLimit: 1800))
             }
             // 60 viewers over 6 issues of two tenants (same issue ids in both), plus one of an
             // uninstalled tenant and a tab that beats twice at once.
@@ -94,7 +94,7 @@ struct HeartbeatBatchTests {
                 }
                 // The first batch reaches the database with a statement it refuses.
                 if call == 1 { try await pool.query("SELECT 1/0 AS boom") }
-                return try await PresenceRepository.record(heartbeats, pool: pool, ttl: 30)
+                return try await PresenceRepository.record(heartbeats, pool: pool, liveness: .init(activeTTL: 30, awayTTL: 150, awayLimit: 1800))
             }
             await #expect(throws: PostgresError.self) { try await batcher.record(Self.heartbeat("jira:a", "1", "account-1")) }
             let listed = try await batcher.record(Self.heartbeat("jira:a", "1", "account-2"))

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Presence
+import ServiceLifecycle
 import Tenants
 import UserDirectory
 
@@ -15,12 +16,14 @@ struct ForgeController {
     let tenants: TenantRepository
     let presence: PresenceRepository
     let recorder: HeartbeatRecorder
+    let waitRoom: WaitRoom
     let systemTokens: ForgeSystemTokens
-    let pollIntervalSeconds: Int
+    let polls: PanelPolls
 
     func addRoutes(to router: Router<AppRequestContext>) {
         let forge = router.group("forge").add(middleware: ForgeErrorMiddleware())
         forge.post("heartbeat", use: heartbeat)
+        forge.post("wait", use: wait)
         forge.post("leave", use: leave)
         forge.post("lifecycle", use: lifecycle)
         forge.post("uninstall", use: uninstall)
@@ -28,30 +31,58 @@ struct ForgeController {
 
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
         let invocation = try await authenticate(request, context: context)
-        let tabID = try await Self.tabID(request, context: context)
+        let body = try await Self.object(request, context: context)
+        let tabID = try Self.tabID(body)
+        let away = try PresenceController.isAway(try Self.optionalString(body, "state"))
         let issue = try Self.issue(invocation)
         guard let accountID = invocation.principal, accountID != unknownAccountID else {
-            return HeartbeatResponse(viewers: [], pollSeconds: pollIntervalSeconds, anonymous: true)
+            return HeartbeatResponse(viewers: [], pollSeconds: polls.pollSeconds, awayPollSeconds: polls.awayPollSeconds, anonymous: true)
         }
         let viewer = ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID)
-        var viewers = try await recorder.record(viewer, issueKey: issue.key)
+        var viewers = try await recorder.record(viewer, issueKey: issue.key, away: away)
         if viewers == nil {
             // First call of an installation whose lifecycle event has not arrived (it may lag
             // or never come): a verified token is enough to register it, unless it was uninstalled.
             try await register(invocation, context: context)
-            viewers = try await recorder.record(viewer, issueKey: issue.key)
+            viewers = try await recorder.record(viewer, issueKey: issue.key, away: away)
         }
         guard let viewers else { throw HTTPError(.forbidden, message: Self.uninstalledMessage) }
         return HeartbeatResponse(
             viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) },
-            pollSeconds: pollIntervalSeconds
+            version: ViewerListVersion.of(viewers),
+            pollSeconds: polls.pollSeconds,
+            awayPollSeconds: polls.awayPollSeconds
         )
+    }
+
+    /// Held until the issue's viewers differ from the panel's `version`, or `WAIT_SECONDS`
+    /// (below `invokeRemote`'s 25 s). Records nothing.
+    @Sendable func wait(_ request: Request, context: AppRequestContext) async throws -> WaitResponse {
+        let invocation = try await authenticate(request, context: context)
+        let body = try await Self.object(request, context: context)
+        _ = try Self.tabID(body)
+        let version = try PresenceController.version(try Self.optionalString(body, "version"))
+        let issue = try Self.issue(invocation)
+        guard let accountID = invocation.principal, accountID != unknownAccountID else {
+            return WaitResponse(viewers: nil, version: version, anonymous: true)
+        }
+        let ref = IssueRef(tenant: invocation.installationID, issueID: issue.id)
+        // Shutdown answers a held wait at once (503), instead of holding the server's drain.
+        switch try await cancelWhenGracefulShutdown({ try await waitRoom.wait(for: ref, version: version) }) {
+        case .changed(let viewers, let newVersion):
+            let shown = viewers.shown(to: accountID)
+            return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) }, version: newVersion)
+        case .unchanged:
+            return WaitResponse(viewers: nil, version: version)
+        case .uninstalled:
+            throw HTTPError(.forbidden, message: Self.uninstalledMessage)
+        }
     }
 
     /// A tab closed: it is gone at once. The person stays listed while another tab of theirs heartbeats.
     @Sendable func leave(_ request: Request, context: AppRequestContext) async throws -> Response {
         let invocation = try await authenticate(request, context: context)
-        let tabID = try await Self.tabID(request, context: context)
+        let tabID = try Self.tabID(try await Self.object(request, context: context))
         let issue = try Self.issue(invocation)
         if let accountID = invocation.principal {
             try await presence.leave(ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID))
@@ -137,9 +168,17 @@ struct ForgeController {
         return object
     }
 
-    /// The tab the call speaks for: the only thing a body may choose.
-    static func tabID(_ request: Request, context: AppRequestContext) async throws -> String {
-        guard let tabID = try await object(request, context: context)["tabId"] as? String else {
+    /// A string member of the body, if present; anything else there is refused.
+    static func optionalString(_ body: [String: Any], _ name: String) throws -> String? {
+        guard let value = body[name], !(value is NSNull) else { return nil }
+        guard let text = value as? String else { throw HTTPError(.badRequest, message: "\(name) must be a string") }
+        return text
+    }
+
+    /// The tab the call speaks for: with the tab's state and the panel's version, the only
+    /// things a body may choose.
+    static func tabID(_ body: [String: Any]) throws -> String {
+        guard let tabID = body["tabId"] as? String else {
             throw HTTPError(.badRequest, message: "tabId missing")
         }
         guard (1...64).contains(tabID.utf8.count),

@@ -19,16 +19,21 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HeartbeatUnavailable {
             context.logger.debug("heartbeat not recorded", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
             return Self.json(.serviceUnavailable, "database unavailable")
+        } catch let error as WaitUnavailable {
+            context.logger.debug("wait not held", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            return Self.json(.serviceUnavailable, error.description, retryAfter: error.retryAfterSeconds)
         }
     }
 
-    static func json(_ status: HTTPResponse.Status, _ message: String) -> Response {
+    static func json(
+        _ status: HTTPResponse.Status, _ message: String, retryAfter: Int = DatabaseErrorMiddleware<Context>.retryAfterSeconds
+    ) -> Response {
         var body = ByteBuffer()
         body.writeStaticString(#"{"error":"#)
         body.writeJSONString(message)
         body.writeStaticString("}")
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"]
-        if status == .serviceUnavailable { headers[.retryAfter] = "\(DatabaseErrorMiddleware<Context>.retryAfterSeconds)" }
+        if status == .serviceUnavailable { headers[.retryAfter] = "\(retryAfter)" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }

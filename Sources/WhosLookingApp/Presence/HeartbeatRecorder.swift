@@ -10,14 +10,14 @@ struct HeartbeatRecorder: Sendable {
     let enricher: UserEnricher
 
     /// The people to list; nil, recording nothing, when the tenant is not installed.
-    func record(_ viewer: ViewerKey, issueKey: String) async throws -> [Viewer]? {
-        guard let viewers = try await presence.heartbeat(viewer, issueKey: issueKey) else { return nil }
+    func record(_ viewer: ViewerKey, issueKey: String, away: Bool = false) async throws -> [Viewer]? {
+        guard let viewers = try await presence.heartbeat(viewer, issueKey: issueKey, away: away) else { return nil }
         Self.heartbeats.increment()
         let unknown = viewers.filter(\.needsDetails).map(\.accountID)
         Self.cacheMisses.increment(by: unknown.count)
         Self.cacheHits.increment(by: viewers.count - unknown.count)
         if !unknown.isEmpty { enricher.request(tenant: viewer.tenant, accountIDs: unknown) }
-        return viewers.filter(\.isPerson).orderedFor(currentUser: viewer.accountID)
+        return viewers.shown(to: viewer.accountID)
     }
 
     static let heartbeats = Counter(label: "heartbeats_total")

@@ -5,33 +5,40 @@ import Presence
 struct PanelPage {
     let allJSURL: String
     let pollIntervalSeconds: Int
+    let awayPollIntervalSeconds: Int
 
     func viewers(_ viewers: [Viewer], currentUser: String, issueID: String, issueKey: String, ticket: String) -> String {
         let items = viewers.map { viewer in
             ViewerItem(viewer: viewer, isCurrentUser: viewer.accountID == currentUser).html
         }.joined(separator: "\n")
-        return page(body: """
-            <div class="ac-content" id="whoslooking" data-ticket="\(HTML.escape(ticket))" data-issue-id="\(HTML.escape(issueID))" \
-            data-issue-key="\(HTML.escape(issueKey))" data-poll-seconds="\(pollIntervalSeconds)">
-            <ul class="viewers" aria-label="People viewing \(HTML.escape(issueKey))">
-            \(items)
-            </ul>
-            <p class="status" role="status" hidden></p>
-            </div>
-            """, scripts: true)
+        return page(
+            body: """
+                <div class="ac-content" id="whoslooking" data-ticket="\(HTML.escape(ticket))" data-issue-id="\(HTML.escape(issueID))" \
+                data-issue-key="\(HTML.escape(issueKey))" data-poll-seconds="\(pollIntervalSeconds)" \
+                data-away-poll-seconds="\(awayPollIntervalSeconds)" data-version="\(ViewerListVersion.of(viewers))">
+                <ul class="viewers" aria-label="People viewing \(HTML.escape(issueKey))">
+                \(items)
+                </ul>
+                <p class="status" role="status" hidden></p>
+                </div>
+                """, scripts: true)
     }
 
     func loginPrompt() -> String {
-        page(body: """
-            <div class="ac-content"><p class="prompt">Log in to see who else is looking at this issue.</p></div>
-            """, scripts: false)
+        page(
+            body: """
+                <div class="ac-content"><p class="prompt">Log in to see who else is looking at this issue.</p></div>
+                """, scripts: false)
     }
 
     private func page(body: String, scripts: Bool) -> String {
-        let scriptTags = scripts ? """
+        let scriptTags =
+            scripts
+            ? """
             <script src="\(HTML.escape(allJSURL))" data-options="sizeToParent:false"></script>
             <script src="public/panel.js" defer></script>
-            """ : """
+            """
+            : """
             <script src="\(HTML.escape(allJSURL))"></script>
             <script>if (window.AP) { AP.resize(); }</script>
             """
@@ -59,9 +66,14 @@ struct ViewerItem {
     let displayName: String?
     let avatarUrl: String?
     let you: Bool
+    let away: Bool
+    /// When they started looking, ISO 8601 UTC to the second.
+    let since: String
 
     init(viewer: Viewer, isCurrentUser: Bool) {
         accountId = viewer.accountID
+        away = viewer.isAway
+        since = ISO8601UTC.string(viewer.since)
         if case .found(let name, let avatar) = viewer.details {
             displayName = name
             avatarUrl = avatar
@@ -77,10 +89,14 @@ struct ViewerItem {
 
     var html: String {
         let name = displayName ?? Self.placeholderName
+        // The script replaces the title with the viewer's local time; this one is UTC.
         return """
-            <li class="viewer\(you ? " you" : "")"><a href="#" class="profile" data-account-id="\(HTML.escape(accountId))">\
+            <li class="viewer\(you ? " you" : "")\(away ? " away" : "")" data-account-id="\(HTML.escape(accountId))" \
+            data-state="\(away ? "away" : "active")" data-since="\(since)" title="Looking since \(since.dropFirst(11).prefix(5)) UTC">\
+            <a href="#" class="profile">\
             <img class="avatar" src="\(HTML.escape(avatarUrl ?? Self.defaultAvatar))" alt="\(HTML.escape(name))" width="24" height="24">\
-            <span class="name">\(HTML.escape(name))</span>\(you ? #"<span class="you-label"> (you)</span>"# : "")</a></li>
+            <span class="name">\(HTML.escape(name))</span>\(you ? #"<span class="you-label"> (you)</span>"# : "")\
+            \(away ? #"<span class="state-label">away</span>"# : "")</a></li>
             """
     }
 }
@@ -104,5 +120,29 @@ enum HTML {
             }
         }
         return String(escaped)
+    }
+}
+
+/// `2026-11-30T07:42:10Z`: a date in UTC to the second, without a formatter (this runs for every
+/// viewer of every heartbeat answer).
+enum ISO8601UTC {
+    static func string(_ date: Date) -> String {
+        let seconds = Int(date.timeIntervalSince1970.rounded(.down))
+        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        let time = seconds - days * 86400
+        // Days to civil date (Howard Hinnant's algorithm), proleptic Gregorian.
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : String(value) }
+        let yearText = String(year)
+        return String(repeating: "0", count: max(0, 4 - yearText.count)) + yearText
+            + "-\(two(month))-\(two(day))T\(two(time / 3600)):\(two(time / 60 % 60)):\(two(time % 60))Z"
     }
 }

@@ -5,22 +5,26 @@ import Hummingbird
 import Libpq
 import Metrics
 import Presence
+import ServiceLifecycle
 import UserDirectory
 
-/// The issue panel (iframe entry point) and the heartbeat API its script calls.
+/// The issue panel (iframe entry point) and the API its script calls: heartbeats, waits for
+/// the next change (docs/live-presence.md), and leave.
 struct PresenceController {
     let authentication: ConnectJWTMiddleware
     let presence: PresenceRepository
     let recorder: HeartbeatRecorder
     let tickets: ViewerTicketSigner
+    let waitRoom: WaitRoom
     let page: PanelPage
-    let pollIntervalSeconds: Int
+    let polls: PanelPolls
 
     func addRoutes(to router: Router<AppRequestContext>) {
         router.group(RouterPath(AppDescriptor.Route.panel))
             .add(middleware: authentication)
             .get(use: panel)
         router.post("api/issues/:issueId/heartbeat", use: heartbeat)
+        router.post("api/issues/:issueId/wait", use: wait)
         router.post("api/issues/:issueId/leave", use: leave)
     }
 
@@ -40,12 +44,33 @@ struct PresenceController {
 
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
-        let viewers = try await record(ticket)
+        let away = try Self.isAway(request.uri.queryParameters.get("state"))
+        let viewers = try await record(ticket, away: away)
         return HeartbeatResponse(
             viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) },
+            version: ViewerListVersion.of(viewers),
             ticket: tickets.refresh(ticket),
-            pollSeconds: pollIntervalSeconds
+            pollSeconds: polls.pollSeconds,
+            awayPollSeconds: polls.awayPollSeconds
         )
+    }
+
+    /// Held until the issue's viewers differ from the panel's `version`, or `WAIT_SECONDS`.
+    /// Records nothing and renews no ticket.
+    @Sendable func wait(_ request: Request, context: AppRequestContext) async throws -> WaitResponse {
+        let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
+        let version = try Self.version(request.uri.queryParameters.get("version"))
+        let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
+        // Shutdown answers a held wait at once (503), instead of holding the server's drain.
+        switch try await cancelWhenGracefulShutdown({ try await waitRoom.wait(for: issue, version: version) }) {
+        case .changed(let viewers, let newVersion):
+            let shown = viewers.shown(to: ticket.accountID)
+            return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) }, version: newVersion)
+        case .unchanged:
+            return WaitResponse(viewers: nil, version: version)
+        case .uninstalled:
+            throw HTTPError(.unauthorized, message: "site not installed")
+        }
     }
 
     /// A tab left (`navigator.sendBeacon` sends the ticket as the body; `fetch` may use the header).
@@ -60,8 +85,8 @@ struct PresenceController {
         return Response(status: .noContent)
     }
 
-    private func record(_ ticket: ViewerTicket) async throws -> [Viewer] {
-        guard let viewers = try await recorder.record(ticket.viewer, issueKey: ticket.issueKey) else {
+    private func record(_ ticket: ViewerTicket, away: Bool = false) async throws -> [Viewer] {
+        guard let viewers = try await recorder.record(ticket.viewer, issueKey: ticket.issueKey, away: away) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
         return viewers
@@ -88,6 +113,24 @@ struct PresenceController {
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0] == "Ticket" else { return nil }
         return String(parts[1])
+    }
+
+    /// A heartbeat's `state`: absent or `active` for a visible tab, `away` for a hidden one.
+    static func isAway(_ state: String?) throws -> Bool {
+        switch state {
+        case nil, "active"?: false
+        case "away"?: true
+        default: throw HTTPError(.badRequest, message: "state must be active or away")
+        }
+    }
+
+    /// A wait's `version`: what the panel shows now (empty when it has nothing yet).
+    static func version(_ value: String?) throws -> String {
+        let version = value ?? ""
+        guard ViewerListVersion.isWellFormed(version) else {
+            throw HTTPError(.badRequest, message: "version must be at most 64 letters, digits, dashes or underscores")
+        }
+        return version
     }
 
     static func parameter(_ value: String?, name: String) throws -> String {
