@@ -108,6 +108,7 @@ struct AppParts {
         router.add(middleware: MetricsMiddleware())
         // Before anything reads the path or query (the file middleware, routes, the database).
         router.add(middleware: RequestTargetCheckMiddleware())
+        router.add(middleware: BodyFramingMiddleware())
         router.add(middleware: DatabaseErrorMiddleware())
         router.add(
             middleware: FileMiddleware(

@@ -303,7 +303,7 @@ struct DatabaseFaultTests {
                 try await app.admin.query(
                     """
                     SELECT count(*) AS n FROM pg_stat_activity
-                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM viewers%'
+                    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM viewers%'
                     """)[0].decode(Int.self, "n") >= 3
             }
             #expect(saturated, "the flood never held the connections it may have")
@@ -316,7 +316,7 @@ struct DatabaseFaultTests {
             let stuck = try await app.admin.query(
                 """
                 SELECT count(*) AS n FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM viewers%'
+                WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM viewers%'
                 """)[0].decode(Int.self, "n")
             #expect(stuck == 3, "the flood holds the general share (pool 4 - 1 reserved), never more: \(stuck)")
 
@@ -476,6 +476,7 @@ struct RunningApp: Sendable {
                 """
                 SELECT pid, state = 'idle' AS idle FROM pg_stat_activity
                 WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+                  AND application_name = 'whoslooking'
                 ORDER BY pid
                 """
             ).map { (try $0.decode(Int32.self, "pid"), try $0.decode(Bool?.self, "idle") ?? false) }

@@ -35,7 +35,7 @@ struct ForgeController {
         let tabID = try Self.tabID(body)
         let away = try PresenceController.isAway(try Self.optionalString(body, "state"))
         let issue = try Self.issue(invocation)
-        guard let accountID = invocation.principal, accountID != unknownAccountID else {
+        guard let accountID = try Self.principal(invocation) else {
             return HeartbeatResponse(viewers: [], pollSeconds: polls.pollSeconds, awayPollSeconds: polls.awayPollSeconds, anonymous: true)
         }
         let viewer = ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID)
@@ -63,7 +63,7 @@ struct ForgeController {
         _ = try Self.tabID(body)
         let version = try PresenceController.version(try Self.optionalString(body, "version"))
         let issue = try Self.issue(invocation)
-        guard let accountID = invocation.principal, accountID != unknownAccountID else {
+        guard let accountID = try Self.principal(invocation) else {
             return WaitResponse(viewers: nil, version: version, anonymous: true)
         }
         let ref = IssueRef(tenant: invocation.installationID, issueID: issue.id)
@@ -84,7 +84,7 @@ struct ForgeController {
         let invocation = try await authenticate(request, context: context)
         let tabID = try Self.tabID(try await Self.object(request, context: context))
         let issue = try Self.issue(invocation)
-        if let accountID = invocation.principal {
+        if let accountID = try Self.principal(invocation) {
             try await presence.leave(ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID))
         }
         return Self.ok
@@ -156,6 +156,14 @@ struct ForgeController {
         }
         guard Self.isPlainText(id), Self.isPlainText(key) else { throw HTTPError(.badRequest, message: "malformed issue in the invocation context") }
         return (id, key)
+    }
+
+    /// Who is calling; nil when nobody is logged in. Signed by Forge, yet still refused when it
+    /// could not be a key column's value (a control character), as a Connect `sub` would be.
+    static func principal(_ invocation: ForgeInvocation) throws -> String? {
+        guard let accountID = invocation.principal, accountID != unknownAccountID else { return nil }
+        guard isPlainText(accountID) else { throw HTTPError(.badRequest, message: "malformed principal in the invocation token") }
+        return accountID
     }
 
     /// The body's JSON object (Forge sends every body as one).
