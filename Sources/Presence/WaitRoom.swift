@@ -135,6 +135,9 @@ public final class WaitRoom: Service, Sendable {
     /// Waits held now.
     public var waiting: Int { state.withLock { $0.waiters.count } }
 
+    /// The change feed is listening: waits are held.
+    public var isListening: Bool { state.withLock { $0.listening && !$0.closed } }
+
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
