@@ -6,7 +6,10 @@ import Hummingbird
 import HummingbirdTesting
 import Libpq
 import NIOCore
+@testable import Presence
 import TestSupport
+import UserDirectory
+import Synchronization
 import Testing
 @testable import WhosLookingApp
 
@@ -20,8 +23,11 @@ struct OperationsTests {
     static func panelURI(_ account: String, issueID: String = "10001") throws -> String {
         let target = "/panel?issueId=\(issueID)&issueKey=OPS-1&projectId=1&projectKey=OPS"
         let now = Date().timeIntervalSince1970
-        return target + "&jwt=" + (try HS256.sign(ConnectClaims(iss: tenant.clientKey, sub: account, iat: now, exp: now + 180,
-                                                                qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: tenant.sharedSecret))
+        return target + "&jwt="
+            + (try HS256.sign(
+                ConnectClaims(
+                    iss: tenant.clientKey, sub: account, iat: now, exp: now + 180,
+                    qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: tenant.sharedSecret))
     }
 
     static func ticket(in html: String) -> String? {
@@ -35,11 +41,16 @@ struct OperationsTests {
                 let html = try await client.execute(uri: try Self.panelURI("alice"), method: .get) { String(buffer: $0.body) }
                 let ticket = try #require(Self.ticket(in: html))
                 for _ in 0..<3 {
-                    try await client.execute(uri: "/api/issues/10001/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) { #expect($0.status == .ok) }
+                    try await client.execute(uri: "/api/issues/10001/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) {
+                        #expect($0.status == .ok)
+                    }
                 }
                 try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .unauthorized) }
-                try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer wrong-token-xyz"]) { #expect($0.status == .unauthorized) }
-                let text = try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer metrics-token-123"]) { response in
+                try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer wrong-token-xyz"]) {
+                    #expect($0.status == .unauthorized)
+                }
+                let text = try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer metrics-token-123"]) {
+                    response in
                     #expect(response.status == .ok)
                     return String(buffer: response.body)
                 }
@@ -62,15 +73,18 @@ struct OperationsTests {
     @Test func jsonLogsOneLinePerRequestWithoutTokens() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
             let port = Int.random(in: 20_000..<40_000)
-            let app = try ChildService(arguments: ["serve"], environment: [
-                "DATABASE_URL": conninfo, "PORT": String(port), "LOG_FORMAT": "json",
-                "SECRET_ENCRYPTION_KEY": SecretBox.generateKey(),
-                "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-            ], name: "json-logs")
+            let app = try ChildService(
+                arguments: ["serve"],
+                environment: [
+                    "DATABASE_URL": conninfo, "PORT": String(port), "LOG_FORMAT": "json",
+                    "SECRET_ENCRYPTION_KEY": SecretBox.generateKey(),
+                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+                ], name: "json-logs")
             defer { app.stop() }
             #expect(await ChildService.waitFor("http://127.0.0.1:\(port)/healthz"))
             _ = try? await ChildService.get("http://127.0.0.1:\(port)/panel?issueId=1&jwt=secret-looking.token.value")
-            #expect(await eventually(timeout: .seconds(5)) { app.output.contains(#""route":"\/panel""#) || app.output.contains(#""route":"/panel""#) })
+            #expect(
+                await eventually(timeout: .seconds(5)) { app.output.contains(#""route":"\/panel""#) || app.output.contains(#""route":"/panel""#) })
             let lines = app.output.split(separator: "\n")
             #expect(!lines.isEmpty)
             var requestLines: [[String: Any]] = []
@@ -95,10 +109,12 @@ struct OperationsTests {
             let key = SecretBox.generateKey()
             let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
             let instances = try ports.map { port in
-                try ChildService(arguments: ["serve"], environment: [
-                    "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
-                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path, "SWEEP_INTERVAL_SECONDS": "1",
-                ], name: "instance-\(port)")
+                try ChildService(
+                    arguments: ["serve"],
+                    environment: [
+                        "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
+                        "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path, "SWEEP_INTERVAL_SECONDS": "1",
+                    ], name: "instance-\(port)")
             }
             defer { instances.forEach { $0.stop() } }
             for (index, port) in ports.enumerated() {
@@ -134,6 +150,74 @@ struct OperationsTests {
             let bob = try await panel("bob", on: ports[1])
             #expect(try await heartbeat(alice, on: ports[0]) == ["alice", "bob"])
             #expect(try await heartbeat(bob, on: ports[0]) == ["bob", "alice"])
+        }
+    }
+
+    /// Two executables on one database take turns: each sweeps and reports only under the
+    /// advisory lock the other honours. While the test holds a lock, neither does that job;
+    /// once it lets go, one does it, and every account is reported exactly once.
+    @Test func twoInstancesSweepAndReportOnlyOneAtATime() async throws {
+        let jira = JiraStandIn()
+        await jira.addSite(Self.tenant.clientKey, sharedSecret: Self.tenant.sharedSecret)
+        try await jira.serve { jiraURL in
+            try await TestDatabase.withScratchDatabase { conninfo in
+                let key = SecretBox.generateKey()
+                let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
+                let instances = try ports.map { port in
+                    try ChildService(
+                        arguments: ["serve"],
+                        environment: [
+                            "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
+                            "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+                            "SWEEP_INTERVAL_SECONDS": "1", "VIEWER_TTL_SECONDS": "30",
+                            "PERSONAL_DATA_REPORT_INTERVAL_SECONDS": "1", "PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/",
+                        ], name: "turns-\(port)")
+                }
+                defer { instances.forEach { $0.stop() } }
+                for (index, port) in ports.enumerated() {
+                    let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
+                    try #require(ready, "instance \(index) never ready:\n\(instances[index].output)")
+                }
+                let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
+                defer { Task { await pool.close() } }
+                try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
+                let reported = Mutex<[String]>([])
+                await jira.setReportAnswer { accounts in
+                    reported.withLock { $0.append(contentsOf: accounts) }
+                    return (204, [:], "")
+                }
+
+                // The test holds both locks on a session of its own, as a third instance would.
+                try await pool.withConnection { holder in
+                    try await holder.query(
+                        "SELECT pg_advisory_lock(\(PresenceRepository.sweepLockKey)), pg_advisory_lock(\(PersonalDataReporter.reportLockKey))")
+                    try await pool.query(
+                        """
+                        INSERT INTO viewers (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen)
+                        VALUES (\(Self.tenant.clientKey), '10001', 'OPS-1', 'gone', 't', now() - interval '1 hour', now() - interval '1 hour')
+                        """)
+                    try await pool.query(
+                        """
+                        INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
+                        SELECT \(Self.tenant.clientKey), 'account-' || n, 'found', 'Person ' || n, now(), now() + interval '1 day'
+                        FROM generate_series(1, 150) AS n
+                        """)
+                    try await Task.sleep(for: .seconds(3))  // three sweep ticks and two or more report runs of each instance
+                    let stale = try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n")
+                    #expect(stale == 1, "an instance swept while another held the sweep lock")
+                    #expect(reported.withLock { $0 }.isEmpty, "an instance reported while another held the report lock")
+                    try await holder.query("SELECT pg_advisory_unlock_all()")
+                }
+                let swept = await eventually(timeout: .seconds(10)) {
+                    try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 0
+                }
+                #expect(swept, "nobody swept after the lock was released")
+                let all = await eventually(timeout: .seconds(15)) { Set(reported.withLock { $0 }).count == 150 }
+                #expect(all, "reported \(Set(reported.withLock { $0 }).count) of 150")
+                try await Task.sleep(for: .seconds(2))  // more runs of both: nothing reported twice
+                let counts = Dictionary(grouping: reported.withLock { $0 }, by: { $0 }).mapValues(\.count)
+                #expect(counts.values.allSatisfy { $0 == 1 }, "reported twice: \(counts.filter { $0.value > 1 }.keys.sorted().prefix(5))")
+            }
         }
     }
 }
