@@ -59,6 +59,8 @@ public final class WaitRoom: Service, Sendable {
         /// The feed is listening: changes are heard. Until it is (and while it reconnects),
         /// waits are refused, and panels rely on their heartbeats.
         var listening = false
+        /// The current outage of the feed was logged (once per outage).
+        var outageLogged = false
         var closed = false
         /// When each issue last changed (pruned after `recentWindow`).
         var recentChanges: [IssueRef: ContinuousClock.Instant] = [:]
@@ -162,6 +164,7 @@ public final class WaitRoom: Service, Sendable {
             logger.info("change feed listening")
             state.withLock { state in
                 state.listening = true
+                state.outageLogged = false
                 // Changes while we were not listening are lost: every waiting issue may have changed.
                 state.dirty.formUnion(state.waitersByIssue.keys)
             }
@@ -183,13 +186,19 @@ public final class WaitRoom: Service, Sendable {
             }
             if woken { wake.yield() }
         case .lost(let error):
-            let held = state.withLock { state in
+            let (firstFailure, wasListening, held) = state.withLock { state in
                 let wasListening = state.listening
+                let firstFailure = !state.outageLogged
                 state.listening = false
-                return wasListening ? state.removeAll() : []
+                state.outageLogged = true
+                return (firstFailure, wasListening, wasListening ? state.removeAll() : [])
             }
-            logger.warning("change feed lost; reconnecting", metadata: ["error": "\(error)", "answeredWaits": "\(held.count)"])
-            Self.feedLosses.increment()
+            // Once per outage at warning (start-up included); each failed reconnection at debug.
+            logger.log(
+                level: firstFailure ? .warning : .debug, "change feed lost; reconnecting",
+                metadata: ["error": "\(error)", "answeredWaits": "\(held.count)"]
+            )
+            if wasListening { Self.feedLosses.increment() }
             for waiter in held { waiter.continuation.resume(throwing: WaitUnavailable(reason: .feedDown)) }
         }
     }

@@ -1,3 +1,4 @@
+import EmbeddedPostgres
 import Foundation
 import Libpq
 @testable import Presence
@@ -258,6 +259,53 @@ struct LivePresenceTests {
             #expect(Self.changed(outcome)?.count == 2)
             #expect(took < .seconds(2))
         }
+    }
+
+    @Test func aRestartedDatabaseEndsHeldWaitsAndTheFeedComesBackByItself() async throws {
+        let folder = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("wl-feed-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cluster = EmbeddedPostgres(dataDirectory: folder.appendingPathComponent("pg"), database: "feed", logger: TestDatabase.logger)
+        let conninfo = try await cluster.start()
+        let instance = Instance(conninfo: conninfo)
+        do {
+            try await Migrator(directory: URL(fileURLWithPath: TestApp.migrations)).migrate(pool: instance.pool, logger: TestDatabase.logger)
+            try await instance.pool.query(
+                """
+                INSERT INTO tenants (client_key, base_url, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
+                VALUES (\(Self.tenant), 'https://live.atlassian.net', '\\x00', 'k', 'installed', now(), now())
+                """)
+            try await TestApp.running(instance.room) {
+                try await instance.waitUntilListening()
+                let version = ViewerListVersion.of(try await instance.beat("alice"))
+                async let held = Self.outcome { try await instance.room.wait(for: Self.issue, version: version) }
+                try await Task.sleep(for: .milliseconds(200))
+                try await cluster.stop()
+                switch await held {
+                case .failure(let error as WaitUnavailable): #expect(error.reason == .feedDown)
+                case let other: Issue.record("a held wait on a stopped database answered \(other)")
+                }
+                await #expect(throws: WaitUnavailable(reason: .feedDown)) { try await instance.room.wait(for: Self.issue, version: version) }
+
+                _ = try await cluster.start()
+                let back = ContinuousClock.now
+                try await instance.waitUntilListening()
+                // Within the backoff's ceiling (5 s) of the database being back: sooner than a poll interval.
+                #expect(ContinuousClock.now - back < .seconds(10))
+                // The unlogged viewers table survived a clean stop; a change is heard again.
+                async let waited = Self.timedWait(instance.room, version: version)
+                try await Task.sleep(for: .milliseconds(200))
+                _ = try await instance.beat("bob")
+                let (outcome, took) = try await waited
+                #expect(Self.changed(outcome)?.map(\.accountID).sorted() == ["alice", "bob"])
+                #expect(took < .seconds(2))
+            }
+        } catch {
+            await instance.pool.close()
+            try? await cluster.stop()
+            throw error
+        }
+        await instance.pool.close()
+        try await cluster.stop()
     }
 
     @Test func aFullRoomRefusesAndShutdownAnswersEveryHeldWait() async throws {
