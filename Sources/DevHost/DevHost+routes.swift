@@ -70,10 +70,11 @@ extension DevHost {
     func issuePage(_ request: Request, context: BasicRequestContext) async throws -> Response {
         guard let issue = Cast.issue(key: context.parameters.get("key") ?? "") else { throw HTTPError(.notFound, message: "no such issue") }
         let viewer = request.uri.queryParameters.get("as").flatMap { Cast.person($0) }
+        let instance = try instance(via: request.uri.queryParameters.get("via"))
         guard let installation = await state.installation else {
             return Self.html(DevHostPages.issue(issue, viewer: viewer, panelURL: nil, contextToken: nil))
         }
-        let panelURL = try await signedPanelURL(installation: installation, issue: issue, accountId: viewer?.accountId)
+        let panelURL = try await signedPanelURL(installation: installation, issue: issue, accountId: viewer?.accountId, instance: instance)
         let now = Date().timeIntervalSince1970.rounded(.down)
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: installation.sharedSecret), digestAlgorithm: .sha256)
@@ -93,7 +94,20 @@ extension DevHost {
         get async { await state.installation != nil }
     }
 
-    func signedPanelURL(installation: DevHostState.Installation, issue: Cast.Issue, accountId: String?) async throws -> String {
+    /// Which app instance an issue page talks to: `via=N` is the Nth `--app` (0-based answer);
+    /// without `via`, the installed one.
+    func instance(via: String?) throws -> Int {
+        guard let via else { return 0 }
+        guard let number = Int(via), configuration.appURLs.indices.contains(number - 1) else {
+            throw HTTPError(.notFound, message: "no app instance \(via): there are \(configuration.appURLs.count)")
+        }
+        return number - 1
+    }
+
+    /// `instance` 0 is the installed app, at the descriptor's baseUrl; another instance serves
+    /// the same signed path and query from its own URL (the qsh covers only those, and the
+    /// site and its secret are in the shared database).
+    func signedPanelURL(installation: DevHostState.Installation, issue: Cast.Issue, accountId: String?, instance: Int = 0) async throws -> String {
         var path = installation.panelURL
         for (variable, value) in [
             ("{issue.id}", issue.id), ("{issue.key}", issue.key), ("{project.id}", issue.projectId), ("{project.key}", issue.projectKey),
@@ -110,7 +124,8 @@ extension DevHost {
                 qsh: CanonicalRequest(method: "GET", target: target, basePath: installation.appBasePath).qsh
             ))
         let separator = path.contains("?") ? "&" : "?"
-        return installation.appBase + path + separator + "jwt=" + iframeToken
+        let base = instance == 0 ? installation.appBase : configuration.appURLs[instance]
+        return base + path + separator + "jwt=" + iframeToken
     }
 
     /// Checks an app request's JWT as Jira would (`AppRequestCheck`).

@@ -19,16 +19,30 @@ import NIOFoundationCompat
 public final class DevHost: Sendable {
     public struct Configuration: Sendable {
         public var port: Int
+        /// The app instance that is installed (descriptor, signed install, Forge lifecycle).
         public var appURL: String
         public var host: String
         /// Also play Forge's part for a Forge app (`ForgeSite`); nil: Connect only.
         public var forge: ForgeSite.Configuration?
-        public init(port: Int = 2990, appURL: String = "http://localhost:8080", host: String = "127.0.0.1", forge: ForgeSite.Configuration? = nil) {
+        /// More instances of the same app on the same database (as behind a load balancer).
+        /// They are never installed (the site is in the shared database): an issue page with
+        /// `via=N` (2 and up) shows the panel from the Nth instance, and its Forge calls go there.
+        public var otherAppURLs: [String]
+        public init(
+            port: Int = 2990, appURL: String = "http://localhost:8080", host: String = "127.0.0.1", forge: ForgeSite.Configuration? = nil,
+            otherAppURLs: [String] = []
+        ) {
             self.port = port
-            self.appURL = appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL
+            self.appURL = Self.trimmed(appURL)
             self.host = host
             self.forge = forge
+            self.otherAppURLs = otherAppURLs.map(Self.trimmed)
         }
+
+        /// Every instance, the installed one first: `via=N` picks the Nth.
+        public var appURLs: [String] { [appURL] + otherAppURLs }
+
+        static func trimmed(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
     }
 
     let configuration: Configuration
@@ -48,7 +62,9 @@ public final class DevHost: Sendable {
         self.privateKey = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         self.state = DevHostState()
         self.forge = try configuration.forge.map {
-            try ForgeSite(configuration: $0, siteURL: "http://localhost:\(configuration.port)", appURL: configuration.appURL, logger: logger)
+            try ForgeSite(
+                configuration: $0, siteURL: "http://localhost:\(configuration.port)", appURL: configuration.appURL,
+                otherAppURLs: configuration.otherAppURLs, logger: logger)
         }
     }
 

@@ -54,7 +54,10 @@ enum ForgePages {
 
     /// An issue page with the app's background script (invisible) and its `jira:issueContext`
     /// panel (created when expanded), and the host half of the bridge stand-in.
-    static func issue(_ issue: Cast.Issue, viewer: Cast.Person?, forge: ForgeSite, installed: Bool, collapsed: Bool, dark: Bool) -> String {
+    /// `via`: the app instance its `invokeRemote` calls go to (1: the installed one).
+    static func issue(
+        _ issue: Cast.Issue, viewer: Cast.Person?, forge: ForgeSite, installed: Bool, collapsed: Bool, dark: Bool, via: Int = 1
+    ) -> String {
         let theme = dark ? "dark" : "light"
         var context: [String: Any] = [
             "cloudId": forge.cloudId, "siteUrl": forge.siteURL, "locale": "en-US", "timezone": "Europe/Stockholm",
@@ -73,7 +76,7 @@ enum ForgePages {
             ]
         }
         let config: [String: Any] = [
-            "as": viewer?.accountId ?? NSNull(), "issueKey": issue.key, "theme": theme, "collapsed": collapsed, "context": context,
+            "as": viewer?.accountId ?? NSNull(), "issueKey": issue.key, "theme": theme, "collapsed": collapsed, "context": context, "via": via,
             "frames": [
                 "background": frame(.background, resource: "background", name: "background"),
                 "panel": frame(.panel, resource: "panel", name: "panel"),
@@ -142,7 +145,7 @@ enum ForgePages {
             method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
             body: JSON.stringify({
               as: config.as, issueKey: config.issueKey, moduleKey: module.moduleKey, localId: module.localId,
-              path: request.path, method: request.method, headers: request.headers, body: request.body
+              path: request.path, method: request.method, headers: request.headers, body: request.body, via: config.via
             })
           }).then(function (response) {
             if (!response.ok) {

@@ -13,10 +13,11 @@ extension DevHost {
             guard let issue = Cast.issue(key: context.parameters.get("key") ?? "") else { throw HTTPError(.notFound, message: "no such issue") }
             let viewer = request.uri.queryParameters.get("as").flatMap { Cast.person($0) }
             let query = request.uri.queryParameters
+            let instance = try self.instance(via: query.get("via"))
             return Self.html(
                 ForgePages.issue(
                     issue, viewer: viewer, forge: forge, installed: await forge.status == .installed,
-                    collapsed: query.get("collapsed") == "1", dark: query.get("theme") == "dark"
+                    collapsed: query.get("collapsed") == "1", dark: query.get("theme") == "dark", via: instance + 1
                 ))
         }
         router.get("forge/bridge-standin.js") { _, _ in

@@ -70,6 +70,9 @@ public final class ForgeSite: Sendable {
     public let siteURL: String
     /// The app's base URL (the remote's `baseUrl`), without a trailing slash.
     public let appURL: String
+    /// More instances of the app on the same database: a page with `via=N` (2 and up) has its
+    /// `invokeRemote` calls sent to the Nth of `[appURL] + otherAppURLs`. Events go to `appURL`.
+    public let otherAppURLs: [String]
     public let kid = "forge-devhost-\(UUID().uuidString.prefix(8).lowercased())"
     let privateKey: _RSA.Signing.PrivateKey
     let state = ForgeState()
@@ -84,10 +87,11 @@ public final class ForgeSite: Sendable {
     /// The source folder as an absolute, symlink-free path.
     public let sourceRoot: URL
 
-    public init(configuration: Configuration, siteURL: String, appURL: String, logger: Logger) throws {
+    public init(configuration: Configuration, siteURL: String, appURL: String, otherAppURLs: [String] = [], logger: Logger) throws {
         self.configuration = configuration
         self.siteURL = siteURL
         self.appURL = appURL.hasSuffix("/") ? String(appURL.dropLast()) : appURL
+        self.otherAppURLs = otherAppURLs.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.logger = logger
         self.privateKey = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         let folder = URL(fileURLWithPath: configuration.sourceFolder, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
@@ -341,18 +345,24 @@ public final class ForgeSite: Sendable {
         var method: String?
         var headers: [String: String]?
         var body: JSONValue?
+        /// The app instance the page talks to (`via` of the page): 1 or absent is `appURL`.
+        var via: Int?
     }
 
     /// Proxies one `invokeRemote`: a FIT for the frame's module, issue and person, the system
-    /// token, then `<app><path>` with a 25 s timeout. Answers `{status, headers, body, bodyIsJSON}`,
-    /// or `{error, message}` for a network error or the timeout; the bridge decides what rejects.
+    /// token, then `<app><path>` (the instance the page chose) with a 25 s timeout. Answers
+    /// `{status, headers, body, bodyIsJSON}`, or `{error, message}` for a network error or the
+    /// timeout; the bridge decides what rejects.
     func invoke(_ call: InvokeCall) async throws -> [String: Any] {
         guard let module = Module.ui(key: call.moduleKey) else { throw Failure(description: "unknown module \(call.moduleKey)") }
         guard let issue = Cast.issue(key: call.issueKey) else { throw Failure(description: "unknown issue \(call.issueKey)") }
         let method = (call.method ?? "GET").uppercased()
         guard ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(method) else { throw Failure(description: "method \(method) is not allowed") }
+        let instances = [appURL] + otherAppURLs
+        let via = call.via ?? 1
+        guard instances.indices.contains(via - 1) else { throw Failure(description: "no app instance \(via): there are \(instances.count)") }
         // `new URL(path, baseUrl)`, as Forge resolves it; never another host.
-        guard let base = URL(string: appURL), let resolved = URL(string: call.path, relativeTo: base)?.absoluteURL,
+        guard let base = URL(string: instances[via - 1]), let resolved = URL(string: call.path, relativeTo: base)?.absoluteURL,
             resolved.scheme == base.scheme, resolved.host == base.host, resolved.port == base.port
         else { throw Failure(description: "path \(call.path) does not resolve to the remote") }
         let url = resolved.absoluteString

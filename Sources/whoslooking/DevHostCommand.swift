@@ -17,7 +17,12 @@ struct DevHostCommand: AsyncParsableCommand {
     )
 
     @Option(help: "Port of the stand-in.") var port: Int = 2990
-    @Option(help: "The app's URL (its descriptor is fetched from there).") var app: String = "http://localhost:8080"
+    @Option(
+        help: """
+            The app's URL (its descriptor is fetched from there; default http://localhost:8080). Repeat it for more \
+            instances on the same database: only the first is installed, and an issue page with via=N talks to the Nth.
+            """
+    ) var app: [String] = []
     @Option(help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(help: "Also stand in for Forge, for the Forge app with this id (ari:cloud:ecosystem::app/…).") var forgeAppId: String?
     @Option(help: "The Forge app's Custom UI source folder, served to the issue pages.") var forgeSource: String = "forge/src"
@@ -25,7 +30,9 @@ struct DevHostCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = Server.makeLogger(level: .info)
         let forge = forgeAppId.map { ForgeSite.Configuration(appId: $0, sourceFolder: forgeSource) }
-        let devHost = try DevHost(configuration: .init(port: port, appURL: app, host: host, forge: forge), logger: logger)
+        let apps = app.isEmpty ? ["http://localhost:8080"] : app
+        let devHost = try DevHost(
+            configuration: .init(port: port, appURL: apps[0], host: host, forge: forge, otherAppURLs: Array(apps.dropFirst())), logger: logger)
         logger.notice(
             "local Jira stand-in",
             metadata: [
