@@ -22,7 +22,8 @@ struct BrowserTests {
         func listed(_ browser: BrowserSession) async throws -> [[String: String]] {
             try await browser.enterFrame("#app-panel")
             defer { Task { try? await browser.enterFrame(nil) } }
-            let value = try await browser.execute("""
+            let value = try await browser.execute(
+                """
                 return Array.from(document.querySelectorAll('.viewers .viewer')).map(function (item) {
                   return { name: item.querySelector('.name').textContent, avatar: item.querySelector('img').getAttribute('src'),
                            you: item.classList.contains('you') ? 'yes' : 'no' };
@@ -39,6 +40,12 @@ struct BrowserTests {
             try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE account_id = \(account)")[0].decode(Date?.self, "seen")
         }
 
+        /// Whether all of the account's tabs are recorded as away (false without any).
+        func away(_ account: String) async throws -> Bool {
+            try await pool.query("SELECT coalesce(bool_and(away_since IS NOT NULL), false) AS away FROM viewers WHERE account_id = \(account)")[0]
+                .decode(Bool.self, "away")
+        }
+
         func rows(_ account: String) async throws -> Int {
             try await pool.query("SELECT count(*) AS n FROM viewers WHERE account_id = \(account)")[0].decode(Int.self, "n")
         }
@@ -50,15 +57,17 @@ struct BrowserTests {
             let devhostPort = appPort + 10_000
             let appURL = "http://localhost:\(appPort)"
             let devhostURL = "http://localhost:\(devhostPort)"
-            let app = try ChildService(arguments: ["serve"], environment: [
-                "DATABASE_URL": conninfo, "PORT": String(appPort), "BASE_URL": appURL,
-                "SECRET_ENCRYPTION_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
-                "CONNECT_INSTALL_KEYS_URL": "\(devhostURL)/install-keys", "ALLJS_URL": "\(devhostURL)/all.js",
-                "PERSONAL_DATA_REPORT_URL": "\(devhostURL)/app/report-accounts/",
-                "POLL_INTERVAL_SECONDS": String(Self.poll), "VIEWER_TTL_SECONDS": String(Self.ttl), "SWEEP_INTERVAL_SECONDS": "1",
-                "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-                "PUBLIC_DIR": SharedMaterial.projectRoot.appendingPathComponent("Public").path,
-            ], name: "app")
+            let app = try ChildService(
+                arguments: ["serve"],
+                environment: [
+                    "DATABASE_URL": conninfo, "PORT": String(appPort), "BASE_URL": appURL,
+                    "SECRET_ENCRYPTION_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
+                    "CONNECT_INSTALL_KEYS_URL": "\(devhostURL)/install-keys", "ALLJS_URL": "\(devhostURL)/all.js",
+                    "PERSONAL_DATA_REPORT_URL": "\(devhostURL)/app/report-accounts/",
+                    "POLL_INTERVAL_SECONDS": String(Self.poll), "VIEWER_TTL_SECONDS": String(Self.ttl), "SWEEP_INTERVAL_SECONDS": "1",
+                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+                    "PUBLIC_DIR": SharedMaterial.projectRoot.appendingPathComponent("Public").path,
+                ], name: "app")
             let devhost = try ChildService(arguments: ["devhost", "--port", String(devhostPort), "--app", appURL], environment: [:], name: "devhost")
             let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
             let (driver, chromedriver) = try await WebDriver.start()
@@ -82,7 +91,11 @@ struct BrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer { Task { await alice.quit(); await bob.quit() } }
+            defer {
+                Task {
+                    await alice.quit(); await bob.quit()
+                }
+            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -101,7 +114,9 @@ struct BrowserTests {
             try await alice.enterFrame(nil)
             let frameHeight = try await alice.execute("return document.getElementById('app-panel').getBoundingClientRect().height") as? Double ?? 0
             try await alice.enterFrame("#app-panel")
-            let contentHeight = try await alice.execute("var r = document.querySelector('.ac-content').getBoundingClientRect(); return r.top + r.height;") as? Double ?? 0
+            let contentHeight =
+                try await alice.execute("var r = document.querySelector('.ac-content').getBoundingClientRect(); return r.top + r.height;") as? Double
+                ?? 0
             try await alice.enterFrame(nil)
             #expect(frameHeight > 40)
             #expect(abs(frameHeight - contentHeight) <= 8, "iframe \(frameHeight) px for content \(contentHeight) px")
@@ -113,18 +128,24 @@ struct BrowserTests {
             #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
             try png.write(to: output.appendingPathComponent("two-viewers.png"))
 
-            // Bob's tab hidden: no heartbeats while hidden; one at once when visible again.
+            // Bob's tab hidden: one heartbeat saying he is away (half a second after hiding, see
+            // docs/live-presence.md), then none until the away poll interval (60 s, the default)
+            // is up; one at once when visible again.
             let bobTab = try await bob.currentWindow()
             let otherTab = try await bob.openNewTab()
             _ = otherTab
-            // A heartbeat already in flight when the tab was hidden may still land: let it.
-            try await Task.sleep(for: .seconds(Double(Self.poll) * 1.5))
+            #expect(await eventually(timeout: .seconds(5)) { try await stack.away("bob") }, "no away heartbeat when the page was hidden")
             let hiddenSince = try #require(try await stack.lastSeen("bob"))
             try await Task.sleep(for: .seconds(Double(3 * Self.poll)))
             let afterHidden = try await stack.lastSeen("bob")
-            #expect(afterHidden == hiddenSince, "heartbeats were sent while the page was hidden: \(hiddenSince.timeIntervalSince1970) -> \(afterHidden?.timeIntervalSince1970 ?? 0)")
+            #expect(
+                afterHidden == hiddenSince,
+                "heartbeats after the away one while the page was hidden: \(hiddenSince.timeIntervalSince1970) -> \(afterHidden?.timeIntervalSince1970 ?? 0)"
+            )
             try await bob.switchTo(window: bobTab)
-            #expect(await eventually(timeout: .seconds(3)) { (try await stack.lastSeen("bob") ?? .distantPast) > hiddenSince }, "no heartbeat on becoming visible")
+            #expect(
+                await eventually(timeout: .seconds(3)) { (try await stack.lastSeen("bob") ?? .distantPast) > hiddenSince },
+                "no heartbeat on becoming visible")
             #expect(await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] })
 
             // Bob closes the page: the leave signal removes him at once, before any TTL.
@@ -137,12 +158,15 @@ struct BrowserTests {
             #expect(await eventually { await stack.names(alice) == ["Alice Andersson", "Bob Brown"] })
             // As when the browser dies or the network drops: the goodbye never leaves the page.
             try await bob.enterFrame("#app-panel")
-            try await bob.execute("navigator.sendBeacon = function () { return true; }; window.fetch = function () { return new Promise(function () {}); };")
+            try await bob.execute(
+                "navigator.sendBeacon = function () { return true; }; window.fetch = function () { return new Promise(function () {}); };")
             try await bob.enterFrame(nil)
             try await bob.navigate("about:blank")
             try await Task.sleep(for: .milliseconds(300))
             #expect(try await stack.rows("bob") == 1, "the leave request should have been blocked")
-            #expect(await eventually(timeout: .seconds(Double(Self.ttl + 3))) { await stack.names(alice) == ["Alice Andersson"] }, "Bob still listed after the TTL")
+            #expect(
+                await eventually(timeout: .seconds(Double(Self.ttl + 3))) { await stack.names(alice) == ["Alice Andersson"] },
+                "Bob still listed after the TTL")
             #expect(await eventually(timeout: .seconds(5)) { try await stack.rows("bob") == 0 }, "the sweeper removed Bob's row")
         }
     }
@@ -154,11 +178,17 @@ struct BrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer { Task { await alice.quit(); await bob.quit() } }
+            defer {
+                Task {
+                    await alice.quit(); await bob.quit()
+                }
+            }
             func status(_ browser: BrowserSession) async -> String {
                 guard (try? await browser.enterFrame("#app-panel")) != nil else { return "" }
                 defer { Task { try? await browser.enterFrame(nil) } }
-                return (try? await browser.execute("var s = document.querySelector('.status'); return s && !s.hidden ? s.textContent : '';") as? String) ?? ""
+                return
+                    (try? await browser.execute("var s = document.querySelector('.status'); return s && !s.hidden ? s.textContent : '';") as? String)
+                    ?? ""
             }
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -170,7 +200,8 @@ struct BrowserTests {
             let identifier = "\"" + database.replacingOccurrences(of: "\"", with: "\"\"") + "\""
             do {
                 try await admin.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(identifier) ALLOW_CONNECTIONS false"))
-                try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(database) AND pid <> pg_backend_pid()")
+                try await admin.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(database) AND pid <> pg_backend_pid()")
                 let aliceReconnecting = await eventually(timeout: .seconds(15)) { await status(alice) == "Reconnecting…" }
                 let bobReconnecting = await eventually(timeout: .seconds(15)) { await status(bob) == "Reconnecting…" }
                 let said = "\(await status(alice)) / \(await status(bob))"
@@ -198,7 +229,11 @@ struct BrowserTests {
         try await withStack { stack in
             let zed = try await stack.driver.newSession()
             let alice = try await stack.driver.newSession()
-            defer { Task { await zed.quit(); await alice.quit() } }
+            defer {
+                Task {
+                    await zed.quit(); await alice.quit()
+                }
+            }
             let name = "Zed\"\u{200D} data-injected=yes x=\""
             try await zed.navigate(stack.issueURL("DEMO-2", as: "zed"))
             let named = await eventually { await stack.names(zed) == [name] }
@@ -212,7 +247,8 @@ struct BrowserTests {
             try await alice.enterFrame("#app-panel")
             let injected = try await alice.execute("return document.querySelectorAll('[data-injected]').length") as? Int
             #expect(injected == 0, "the name added an attribute")
-            let alts = try await alice.execute("return Array.from(document.querySelectorAll('img.avatar')).map(function (i) { return i.alt; })") as? [String]
+            let alts =
+                try await alice.execute("return Array.from(document.querySelectorAll('img.avatar')).map(function (i) { return i.alt; })") as? [String]
             #expect(alts?.contains(name) == true, "alt texts: \(alts ?? [])")
             try await alice.enterFrame(nil)
         }

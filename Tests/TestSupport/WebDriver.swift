@@ -16,7 +16,8 @@ public struct WebDriver: Sendable {
 
     /// Starts `chromedriver` on a loopback port; stop it with `stop()`.
     public static func start() async throws -> (WebDriver, Process) {
-        guard let binary = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+        guard let binary = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].first(where: FileManager.default.isExecutableFile(atPath:))
+        else {
             throw Failure(description: "chromedriver is missing: scripts/test installs chromium and chromium-driver")
         }
         let port = Int.random(in: 40_000..<50_000)
@@ -52,9 +53,15 @@ public struct WebDriver: Sendable {
 
     /// A new browser (its own profile: cookies and storage are not shared with other sessions).
     public func newSession() async throws -> BrowserSession {
-        let capabilities: [String: Any] = ["capabilities": ["alwaysMatch": ["goog:chromeOptions": [
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,700"],
-        ]]]]
+        let capabilities: [String: Any] = [
+            "capabilities": [
+                "alwaysMatch": [
+                    "goog:chromeOptions": [
+                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,700"]
+                    ]
+                ]
+            ]
+        ]
         let value = try await call("POST", "/session", capabilities)
         guard let id = (value as? [String: Any])?["sessionId"] as? String else { throw Failure(description: "no session id in \(value)") }
         return BrowserSession(driver: self, id: id)
@@ -124,6 +131,13 @@ public struct BrowserSession: Sendable {
 
     public func switchTo(window handle: String) async throws {
         try await driver.call("POST", "/session/\(id)/window", ["handle": handle])
+    }
+
+    /// Closes the current tab, as a person closing it would (pagehide runs); answers the tabs
+    /// left. Switch to one of them before the next command.
+    @discardableResult
+    public func closeWindow() async throws -> [String] {
+        try await driver.call("DELETE", "/session/\(id)/window") as? [String] ?? []
     }
 
     public func quit() async {
