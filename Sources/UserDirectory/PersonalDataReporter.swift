@@ -1,3 +1,4 @@
+import Clocks
 import Connect
 import Foundation
 import Libpq
@@ -12,7 +13,9 @@ import ServiceLifecycle
 /// its data. `closed` erases the account everywhere; `updated` refetches it.
 ///
 /// Progress lives in `user_details.reported_at`, so a restart resumes without reporting an
-/// account twice in a cycle. Runs wake at jittered intervals, never at round times.
+/// account twice in a cycle. Runs wake at jittered intervals, never at round times. The waits
+/// (between runs, and a 429's `Retry-After`) run on the injected clock, `ContinuousClock` unless
+/// told otherwise; the cycle is the database's time (`reported_at`).
 public struct PersonalDataReporter: Service {
     public struct Settings: Sendable {
         public var reportURL: URL
@@ -23,6 +26,9 @@ public struct PersonalDataReporter: Service {
         public var maxRetryAfter: TimeInterval = 60
         /// A `Cycle-Period` outside these bounds is ignored.
         public var cycleBounds: ClosedRange<TimeInterval> = 3600...(366 * 24 * 3600)
+        /// Draws the run interval's jitter factor from the range it is given (0.5...1.5); tests
+        /// answer a bound of that range so that the wait between runs can be asserted exactly.
+        public var jitter: @Sendable (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
 
         public init(reportURL: URL, interval: Duration) {
             self.reportURL = reportURL
@@ -53,11 +59,12 @@ public struct PersonalDataReporter: Service {
     let enricher: UserEnricher
     let credentials: UserEnricher.Credentials
     let settings: Settings
+    let clock: AnyClock<Duration>
     let logger: Logger
 
     public init(
         pool: PostgresPool, client: JiraClient, repository: UserDetailsRepository, enricher: UserEnricher,
-        credentials: @escaping UserEnricher.Credentials, settings: Settings, logger: Logger
+        credentials: @escaping UserEnricher.Credentials, settings: Settings, clock: any Clock<Duration> = ContinuousClock(), logger: Logger
     ) {
         self.pool = pool
         self.client = client
@@ -65,6 +72,7 @@ public struct PersonalDataReporter: Service {
         self.enricher = enricher
         self.credentials = credentials
         self.settings = settings
+        self.clock = AnyClock(clock)
         self.logger = logger
     }
 
@@ -72,14 +80,16 @@ public struct PersonalDataReporter: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    try await Task.sleep(for: settings.interval * Double.random(in: 0.5...1.5))
+                    try await clock.sleep(for: settings.interval * settings.jitter(0.5...1.5))
                 } catch {
                     return
                 }
                 do {
                     let summary = try await runOnce()
                     if summary.requests > 0 {
-                        logger.info("reported personal data", metadata: ["accounts": "\(summary.reported)", "closed": "\(summary.closed)", "updated": "\(summary.updated)"])
+                        logger.info(
+                            "reported personal data",
+                            metadata: ["accounts": "\(summary.reported)", "closed": "\(summary.closed)", "updated": "\(summary.updated)"])
                     }
                 } catch {
                     logger.warning("personal data report failed; retrying next run", metadata: ["error": "\(error)"])
@@ -134,14 +144,16 @@ public struct PersonalDataReporter: Service {
                 } catch is CancellationError {
                     throw CancellationError()
                 } catch {
-                    logger.warning("personal data report failed for a site; retrying next run", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                    logger.warning(
+                        "personal data report failed for a site; retrying next run", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
                     skipped.append(tenant)
                 }
             }
         }
     }
 
-    private func report(tenant: String, site: SiteCredentials, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary) async throws {
+    private func report(tenant: String, site: SiteCredentials, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary) async throws
+    {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         let payload = ["accounts": accounts.map { ["accountId": $0.accountID, "updatedAt": formatter.string(from: $0.fetchedAt)] }]
@@ -184,7 +196,7 @@ public struct PersonalDataReporter: Service {
                 guard let seconds = Self.seconds(response.headers.first(name: "Retry-After")), seconds <= settings.maxRetryAfter, waits <= 3 else {
                     throw JiraClient.Failure(description: "report-accounts rate-limited the site; retrying next run")
                 }
-                try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                try await clock.sleep(for: .milliseconds(Int64(seconds * 1000)))
                 continue
             default:
                 throw JiraClient.Failure(description: "report-accounts answered \(response.status)")
@@ -197,7 +209,8 @@ public struct PersonalDataReporter: Service {
 
     /// Up to one request's worth of due accounts, all of one tenant, not one of `skipping`.
     func dueBatch(cycle: TimeInterval, skipping: [String] = []) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
-        let rows = try await pool.query("""
+        let rows = try await pool.query(
+            """
             WITH first_tenant AS (
                 SELECT client_key FROM user_details
                 WHERE status = 'found' AND (reported_at IS NULL OR reported_at <= now() - make_interval(secs => \(cycle)))
@@ -214,7 +227,8 @@ public struct PersonalDataReporter: Service {
     }
 
     private func markReported(tenant: String, accountIDs: [String]) async throws {
-        try await pool.query("""
+        try await pool.query(
+            """
             UPDATE user_details SET reported_at = now()
             WHERE client_key = \(tenant) AND account_id = ANY(\(PostgresTextArray(accountIDs)))
             """)
@@ -236,7 +250,8 @@ public struct PersonalDataReporter: Service {
     }
 
     private func storeCycle(_ seconds: Double) async throws {
-        try await pool.query("""
+        try await pool.query(
+            """
             INSERT INTO app_settings (name, value) VALUES (\(Self.cycleSetting), \(String(Int(seconds))))
             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
             """)

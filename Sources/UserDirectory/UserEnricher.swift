@@ -1,3 +1,4 @@
+import Clocks
 import Connect
 import Foundation
 import Logging
@@ -23,6 +24,9 @@ import Synchronization
 /// heartbeats cause one fetch. A 429 pauses that tenant until `Retry-After`; 5xx and timeouts
 /// back off exponentially with jitter. Tenants have separate workers: one slow or failing site
 /// never delays another.
+///
+/// Every wait (the gather delay, a 429's pause, backoff) runs on the injected clock
+/// (`ContinuousClock` unless told otherwise), so tests can step through them with a `TestClock`.
 public actor UserEnricher: Service {
     /// How a tenant's Jira can be called now.
     public enum SiteAccess: Sendable {
@@ -47,6 +51,9 @@ public actor UserEnricher: Service {
         public var maxBufferedRequests = 10_000
         /// Most `/user/bulk` pages read for one batch (Jira may answer fewer users a page than asked).
         public var maxPagesPerBatch = 50
+        /// Draws backoff's jitter factor from the range it is given (0.5...1.0); tests answer a
+        /// bound of that range so that backoff can be asserted exactly.
+        public var jitter: @Sendable (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
         public init() {}
     }
 
@@ -54,7 +61,7 @@ public actor UserEnricher: Service {
         var pending: [String] = []
         var queued: Set<String> = []  // pending or in flight
         var hasWorker = false
-        var notBefore: ContinuousClock.Instant?
+        var notBefore: AnyClock<Duration>.Instant?
         var consecutiveFailures = 0
     }
 
@@ -75,6 +82,7 @@ public actor UserEnricher: Service {
     private let repository: UserDetailsRepository
     private let credentials: Credentials
     private let settings: Settings
+    private let clock: AnyClock<Duration>
     private let logger: Logger
     private var tenants: [String: TenantState] = [:]
     private var hasStopped = false
@@ -83,11 +91,15 @@ public actor UserEnricher: Service {
     /// Requests in the buffer, not yet taken by `run()`.
     private nonisolated let buffered = Atomic<Int>(0)
 
-    public init(client: JiraClient, repository: UserDetailsRepository, credentials: @escaping Credentials, settings: Settings = Settings(), logger: Logger) {
+    public init(
+        client: JiraClient, repository: UserDetailsRepository, credentials: @escaping Credentials, settings: Settings = Settings(),
+        clock: any Clock<Duration> = ContinuousClock(), logger: Logger
+    ) {
         self.client = client
         self.repository = repository
         self.credentials = credentials
         self.settings = settings
+        self.clock = AnyClock(clock)
         self.logger = logger
         (requests, requestSink) = AsyncStream.makeStream(of: Request.self, bufferingPolicy: .bufferingOldest(max(1, settings.maxBufferedRequests)))
     }
@@ -147,11 +159,11 @@ public actor UserEnricher: Service {
     private func work(tenant: String) async {
         while !Task.isCancelled {
             do {
-                if let notBefore = tenants[tenant]?.notBefore, notBefore > .now {
-                    try await Task.sleep(until: notBefore)
+                if let notBefore = tenants[tenant]?.notBefore, notBefore > clock.now {
+                    try await clock.sleep(until: notBefore)
                     continue
                 }
-                try await Task.sleep(for: settings.gatherDelay)
+                try await clock.sleep(for: settings.gatherDelay)
             } catch {
                 break  // cancelled
             }
@@ -185,7 +197,7 @@ public actor UserEnricher: Service {
             state.notBefore = nil
             state.queued.subtract(batch)
         case .rateLimited(let retryAfter, let retry):
-            state.notBefore = .now + retryAfter
+            state.notBefore = clock.now.advanced(by: retryAfter)
             state.queued.subtract(Set(batch).subtracting(retry))
             state.pending.insert(contentsOf: retry, at: 0)
             logger.warning("Jira rate-limited user lookups; pausing this site", metadata: ["tenant": "\(tenant)", "retryAfter": "\(retryAfter)"])
@@ -194,8 +206,8 @@ public actor UserEnricher: Service {
             let exponent = min(state.consecutiveFailures - 1, 20)
             let ceiling = min(settings.backoffBase * (1 << exponent), settings.backoffMax)
             // Full jitter over the upper half, so failing sites do not retry in step.
-            let delay = ceiling * Double.random(in: 0.5...1.0)
-            state.notBefore = .now + delay
+            let delay = ceiling * settings.jitter(0.5...1.0)
+            state.notBefore = clock.now.advanced(by: delay)
             state.queued.subtract(Set(batch).subtracting(retry))
             state.pending.insert(contentsOf: retry, at: 0)
             logger.warning("user lookup failed; backing off", metadata: ["tenant": "\(tenant)", "reason": "\(reason)", "delay": "\(delay)"])

@@ -1,3 +1,4 @@
+import Clocks
 import Connect
 import Foundation
 import Libpq
@@ -9,19 +10,25 @@ import TestSupport
 import Testing
 import UserDirectory
 
-/// A `UserEnricher` over a scratch database and one installed site of a local Jira stand-in.
+/// A `UserEnricher` over a scratch database and two installed sites of a local Jira stand-in
+/// (`site`, and `other` for tests that need a second one).
 struct EnricherHarness: Sendable {
     static let secret = "enricher-site-shared-secret-0123456789"
+    static let otherSecret = "enricher-other-shared-secret-0123456789"
 
     let jira: JiraStandIn
     let pool: PostgresPool
     let enricher: UserEnricher
     let site: TenantInstallation
+    let other: TenantInstallation
 
-    func request(_ accountIDs: [String]) { enricher.request(tenant: site.clientKey, accountIDs: accountIDs) }
+    func request(_ accountIDs: [String], site: TenantInstallation? = nil) {
+        enricher.request(tenant: (site ?? self.site).clientKey, accountIDs: accountIDs)
+    }
 
-    func status(_ account: String) async throws -> String? {
-        try await UserDetailsRepository(pool: pool, ttl: 3600, missingTTL: 3600).details(tenant: site.clientKey, accountID: account)?.status
+    func status(_ account: String, site: TenantInstallation? = nil) async throws -> String? {
+        try await UserDetailsRepository(pool: pool, ttl: 3600, missingTTL: 3600).details(tenant: (site ?? self.site).clientKey, accountID: account)?
+            .status
     }
 
     func statuses(_ accounts: [String]) async throws -> [String: String] {
@@ -31,28 +38,107 @@ struct EnricherHarness: Sendable {
     }
 
     /// `body` runs with the enricher not started: run it with `TestApp.running` or a service group of its own.
+    /// Its waits run on `clock` (a `SteppedClock` in the tests of backoff and `Retry-After`).
     static func with(
         settings: UserEnricher.Settings = .init(),
+        clock: any Clock<Duration> = ContinuousClock(),
         logger: Logger = TestDatabase.logger,
         _ body: @escaping @Sendable (EnricherHarness) async throws -> Void
     ) async throws {
         let jira = JiraStandIn()
         await jira.addSite("site", sharedSecret: secret)
+        await jira.addSite("other", sharedSecret: otherSecret)
         try await jira.serve { jiraURL in
             try await TestApp.withMigratedPool { pool in
                 let site = TenantInstallation(clientKey: "jira:enricher-site", baseURL: URL(string: "\(jiraURL)/site")!, sharedSecret: secret)
-                try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: SecretBox.generateKey())).install(site)
+                let other = TenantInstallation(clientKey: "jira:enricher-other", baseURL: URL(string: "\(jiraURL)/other")!, sharedSecret: otherSecret)
+                let tenants = TenantRepository(pool: pool, secrets: try SecretBox(base64Key: SecretBox.generateKey()))
+                try await tenants.install(site)
+                try await tenants.install(other)
                 let enricher = UserEnricher(
                     client: JiraClient(appKey: JiraStandIn.appKey, timeout: .seconds(5)),
                     repository: UserDetailsRepository(pool: pool, ttl: 3600, missingTTL: 3600),
-                    credentials: { _ in .available(.connect(baseURL: site.baseURL, sharedSecret: secret)) },
-                    settings: settings, logger: logger
+                    credentials: { clientKey in
+                        let installed = clientKey == other.clientKey ? other : site
+                        return .available(.connect(baseURL: installed.baseURL, sharedSecret: installed.sharedSecret))
+                    },
+                    settings: settings, clock: clock, logger: logger
                 )
-                try await body(EnricherHarness(jira: jira, pool: pool, enricher: enricher, site: site))
+                try await body(EnricherHarness(jira: jira, pool: pool, enricher: enricher, site: site, other: other))
             }
         }
         let unverified = await jira.unverified
         #expect(unverified.isEmpty, "requests the stand-in could not verify: \(unverified)")
+    }
+}
+
+/// A swift-clocks `TestClock` that also keeps every wait asked of it. An advance ends only the
+/// waits already begun, so a test first waits (in real time) until the wait it means has begun,
+/// then advances exactly to its end; and it can assert how long each wait was, to the nanosecond.
+final class SteppedClock: Clock, Sendable {
+    typealias Duration = Swift.Duration
+    typealias Instant = TestClock<Duration>.Instant
+
+    /// One wait: when it began and how long it is, both counted from the clock's start.
+    struct Wait: Equatable, Sendable, CustomStringConvertible {
+        var at: Duration
+        var length: Duration
+        init(_ at: Duration, _ length: Duration) {
+            self.at = at
+            self.length = length
+        }
+        var end: Duration { at + length }
+        var description: String { "\(at) for \(length)" }
+    }
+
+    private let clock = TestClock<Duration>()
+    private let log = Mutex<[Wait]>([])
+
+    var now: Instant { clock.now }
+    var minimumResolution: Duration { clock.minimumResolution }
+    /// Every wait begun so far, in the order they began.
+    var waits: [Wait] { log.withLock { $0 } }
+    /// How far the clock has been advanced.
+    var elapsed: Duration { Instant().duration(to: clock.now) }
+
+    func sleep(until deadline: Instant, tolerance: Duration? = nil) async throws {
+        log.withLock { $0.append(Wait(elapsed, clock.now.duration(to: deadline))) }
+        try await clock.sleep(until: deadline, tolerance: tolerance)
+    }
+
+    /// Whether a wait is pending now (`checkSuspension` throws when one is).
+    var isWaitedOn: Bool {
+        get async {
+            do {
+                try await clock.checkSuspension()
+                return false
+            } catch {
+                return true
+            }
+        }
+    }
+
+    /// Whether, within a few seconds of real time, `count` waits have begun and one is pending.
+    func untilWaits(_ count: Int) async -> Bool {
+        await eventually {
+            guard waits.count >= count else { return false }
+            return await isWaitedOn
+        }
+    }
+
+    func advance(by duration: Duration) async { await clock.advance(by: duration) }
+
+    /// Advances to this offset from the clock's start.
+    func advance(to offset: Duration) async { await clock.advance(to: Instant(offset: offset)) }
+
+    /// Lets the first `count` waits run out, one after the other, each as soon as it has begun;
+    /// answers whether they all began.
+    func runWaits(_ count: Int) async -> Bool {
+        for index in 0..<count {
+            guard await untilWaits(index + 1) else { return false }
+            await advance(to: waits[index].end)
+        }
+        return true
     }
 }
 

@@ -1,10 +1,12 @@
-import Tenants
+import Clocks
 import Connect
 import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Libpq
 import Presence
+import Synchronization
+import Tenants
 import TestSupport
 import Testing
 import UserDirectory
@@ -27,8 +29,10 @@ struct UserDetailsTests {
             let site = site ?? siteA
             let target = "/panel?issueId=\(issueID)&issueKey=DEMO-1&projectId=100&projectKey=DEMO"
             let now = Date().timeIntervalSince1970
-            let token = try HS256.sign(ConnectClaims(iss: site.clientKey, sub: account, iat: now, exp: now + 180,
-                                                     qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: site.sharedSecret)
+            let token = try HS256.sign(
+                ConnectClaims(
+                    iss: site.clientKey, sub: account, iat: now, exp: now + 180,
+                    qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: site.sharedSecret)
             return try await client.execute(uri: target + "&jwt=" + token, method: .get) { response in
                 let html = String(buffer: response.body)
                 let ticket = html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map {
@@ -42,7 +46,8 @@ struct UserDetailsTests {
         struct Beat: Decodable { var viewers: [Item] }
 
         func heartbeat(_ ticket: String, issueID: String = "10001") async throws -> [Item] {
-            try await client.execute(uri: "/api/issues/\(issueID)/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) { response in
+            try await client.execute(uri: "/api/issues/\(issueID)/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) {
+                response in
                 guard response.status == .ok else { throw HTTPError(response.status) }
                 return try JSONDecoder().decode(Beat.self, from: response.body).viewers
             }
@@ -50,7 +55,8 @@ struct UserDetailsTests {
 
         func addViewerRows(_ accounts: [String], site: TenantInstallation? = nil, issueID: String = "10001") async throws {
             for account in accounts {
-                try await testApp.pool.query("""
+                try await testApp.pool.query(
+                    """
                     INSERT INTO viewers VALUES (\((site ?? siteA).clientKey), \(issueID), 'DEMO-1', \(account), 'tab-1', now(), now())
                     """)
             }
@@ -61,6 +67,26 @@ struct UserDetailsTests {
         }
 
         var enricher: UserEnricher { testApp.parts.enricher }
+
+        /// A reporter as the app makes it (both sites, the stand-in's report URL), whose waits run on `clock`.
+        func reporter(clock: any Clock<Duration>, settings: PersonalDataReporter.Settings? = nil) -> PersonalDataReporter {
+            let settings = settings ?? .init(reportURL: testApp.configuration.personalDataReportURL, interval: .seconds(3600))
+            let sites = [siteA.clientKey: siteA, siteB.clientKey: siteB]
+            return PersonalDataReporter(
+                pool: testApp.pool, client: JiraClient(appKey: JiraStandIn.appKey, timeout: .seconds(2)), repository: testApp.parts.userDetails,
+                enricher: enricher,
+                credentials: { clientKey in
+                    guard let site = sites[clientKey] else { return .uninstalled }
+                    return .available(.connect(baseURL: site.baseURL, sharedSecret: site.sharedSecret))
+                },
+                settings: settings, clock: clock, logger: TestDatabase.logger
+            )
+        }
+
+        /// Calls to the personal data reporting API so far.
+        var reportCalls: Int {
+            get async { await jira.calls.filter { $0.path == "/app/report-accounts/" }.count }
+        }
     }
 
     func withHarness(environment: [String: String] = [:], _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
@@ -68,8 +94,10 @@ struct UserDetailsTests {
         await jira.addSite("siteA", sharedSecret: Self.secretA)
         await jira.addSite("siteB", sharedSecret: Self.secretB)
         try await jira.serve { jiraURL in
-            let siteA = TenantInstallation(clientKey: "jira:site-a", baseURL: URL(string: "\(jiraURL)/siteA")!, productType: "jira", sharedSecret: Self.secretA)
-            let siteB = TenantInstallation(clientKey: "jira:site-b", baseURL: URL(string: "\(jiraURL)/siteB")!, productType: "jira", sharedSecret: Self.secretB)
+            let siteA = TenantInstallation(
+                clientKey: "jira:site-a", baseURL: URL(string: "\(jiraURL)/siteA")!, productType: "jira", sharedSecret: Self.secretA)
+            let siteB = TenantInstallation(
+                clientKey: "jira:site-b", baseURL: URL(string: "\(jiraURL)/siteB")!, productType: "jira", sharedSecret: Self.secretB)
             var settings = ["PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/", "JIRA_TIMEOUT_SECONDS": "2"]
             settings.merge(environment) { $1 }
             try await TestApp.with(environment: settings) { testApp, app in
@@ -132,32 +160,50 @@ struct UserDetailsTests {
         }
     }
 
+    /// A 429 pauses that site's lookups exactly `Retry-After` (on a test clock), while another site is served.
     @Test func rateLimitPausesOnlyThatSite() async throws {
-        try await withHarness { h in
+        let clock = SteppedClock()
+        try await EnricherHarness.with(clock: clock) { h in
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
             await h.jira.addUser(accountId: "bob", displayName: "Bob")
-            await h.jira.setBehaviour(.rateLimited(retryAfter: 2, times: 1), for: "siteA")
-            let alice = try #require(try await h.panel("alice").ticket)
-            #expect(await eventually { await h.jira.userCalls(site: "siteA").count == 1 })
-            let limitedAt = try #require(await h.jira.userCalls(site: "siteA").first)
-            #expect(limitedAt.status == 429)
+            await h.jira.setBehaviour(.rateLimited(retryAfter: 7, times: 1), for: "site")
+            try await TestApp.running(h.enricher) {
+                let g = Duration.milliseconds(20)
+                h.request(["alice"])
+                #expect(await clock.runWaits(1))
+                #expect(await eventually { await h.jira.userCalls(site: "site").map(\.status) == [429] })
+                #expect(await clock.untilWaits(2))
+                #expect(clock.waits == [.init(.zero, g), .init(g, .seconds(7))], "site A pauses exactly Retry-After")
 
-            // Site B is served while site A waits.
-            let bob = try #require(try await h.panel("bob", site: h.siteB).ticket)
-            #expect(await eventually(timeout: .seconds(1.5)) { try await h.heartbeat(bob).first?.displayName == "Bob" })
-            #expect(await h.jira.userCalls(site: "siteA").count == 1, "no call to site A before Retry-After")
+                // Site B is served while site A waits: its gather delay, its call, then its worker's last gather.
+                h.request(["bob"], site: h.other)
+                #expect(await clock.untilWaits(3))
+                #expect(clock.waits.last == .init(g, g))
+                await clock.advance(by: g)
+                #expect(await eventually { try await h.status("bob", site: h.other) == "found" })
+                #expect(await clock.untilWaits(4))
 
-            #expect(await eventually { try await h.heartbeat(alice).first?.displayName == "Alice" })
-            let calls = await h.jira.userCalls(site: "siteA")
-            #expect(calls.count == 2)
-            #expect(calls[1].at.timeIntervalSince(limitedAt.at) >= 1.95, "retried \(calls[1].at.timeIntervalSince(limitedAt.at)) s after the 429")
+                await clock.advance(to: g + .seconds(7) - .milliseconds(1))
+                #expect(await h.jira.userCalls(site: "site").count == 1, "no call to site A before Retry-After")
+                #expect(clock.waits.count == 4, "site A still waits")
+                #expect(await clock.isWaitedOn)
+                await clock.advance(by: .milliseconds(1))
+                #expect(await clock.untilWaits(5))
+                #expect(clock.waits.last == .init(g + .seconds(7), g), "the pause is over at exactly Retry-After; then the gather delay")
+                await clock.advance(by: g)
+                #expect(await eventually { try await h.status("alice") == "found" })
+                #expect(await h.jira.userCalls(site: "site").map(\.status) == [429, 200])
+                #expect(await h.jira.userCalls(site: "other").map(\.status) == [200])
+            }
         }
     }
 
+    /// Heartbeats answer at once while the site's Jira hangs (longer than the app's 2 s Jira
+    /// timeout). Backoff after failures: `serverErrorsBackOffExponentiallyWithJitter`.
     @Test func failingOrHangingJiraNeverHoldsUpHeartbeats() async throws {
         try await withHarness { h in
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
-            await h.jira.setBehaviour(.hang(seconds: 5), for: "siteA")
+            await h.jira.setBehaviour(.hang(seconds: 3), for: "siteA")
             let ticket = try #require(try await h.panel("alice").ticket)
             for _ in 0..<5 {
                 let viewers = try await h.heartbeat(ticket)
@@ -166,18 +212,97 @@ struct UserDetailsTests {
             }
             // All answered while the lookup was still hanging: it has not completed once.
             #expect(await h.jira.userCalls().isEmpty)
+        }
+    }
 
-            await h.jira.setBehaviour(.serverError, for: "siteB")
+    /// 5xx answers back off exponentially from 1 s, doubling up to `backoffMax`, scaled by a
+    /// jitter factor drawn from 0.5...1.0 (here each bound in turn), on a test clock. Requests
+    /// made meanwhile cause no call; they join the retry.
+    @Test(arguments: [0.5, 1.0])
+    func serverErrorsBackOffExponentiallyWithJitter(_ factor: Double) async throws {
+        let clock = SteppedClock()
+        let asked = Recorded<ClosedRange<Double>>()
+        var settings = UserEnricher.Settings()
+        settings.backoffMax = .seconds(5)
+        settings.jitter = { range in
+            asked.append(range)
+            return factor == 1 ? range.upperBound : range.lowerBound
+        }
+        try await EnricherHarness.with(settings: settings, clock: clock) { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
             await h.jira.addUser(accountId: "bob", displayName: "Bob")
-            let bob = try #require(try await h.panel("bob", site: h.siteB).ticket)
-            let started = Date()
-            while Date().timeIntervalSince(started) < 2.5 {
-                _ = try await h.heartbeat(bob)
-                try await Task.sleep(for: .milliseconds(100))
+            await h.jira.setBehaviour(.serverError, for: "site")
+            try await TestApp.running(h.enricher) {
+                let g = Duration.milliseconds(20)
+                h.request(["alice"])
+                var expected: [SteppedClock.Wait] = [.init(.zero, g)]
+                // Five failures: backoff 1, 2, 4, then 5 and 5 s (the cap), times the factor.
+                for (failure, ceiling) in [1, 2, 4, 5, 5].enumerated() {
+                    #expect(await clock.runWaits(expected.count))
+                    #expect(await eventually { await h.jira.userCalls(site: "site").count == failure + 1 })
+                    #expect(await clock.untilWaits(expected.count + 1))
+                    let backoff = Duration.seconds(ceiling) * factor
+                    expected.append(.init(expected.last!.end, backoff))
+                    #expect(clock.waits == expected, "failure \(failure + 1)")
+                    for _ in 0..<5 { h.request(["alice", "bob"]) }
+                    await clock.advance(to: expected.last!.end - .milliseconds(1))
+                    #expect(await h.jira.userCalls(site: "site").count == failure + 1, "no call during the backoff")
+                    expected.append(.init(expected.last!.end, g))
+                }
+                #expect(asked.all == Array(repeating: 0.5...1.0, count: 5))
+
+                await h.jira.setBehaviour(.normal, for: "site")
+                #expect(await clock.runWaits(expected.count))
+                #expect(await eventually { try await h.statuses(["alice", "bob"]) == ["alice": "found", "bob": "found"] })
+                let calls = await h.jira.userCalls(site: "site")
+                #expect(calls.map(\.status) == [500, 500, 500, 500, 500, 200])
+                #expect(Set(calls.last?.accountIDs ?? []) == ["alice", "bob"])
             }
-            // Exponential backoff from 1 s: a handful of calls, not one per heartbeat.
-            let failures = await h.jira.userCalls(site: "siteB")
-            #expect(failures.count >= 1 && failures.count <= 3, "\(failures.count) calls in 2.5 s")
+        }
+    }
+
+    /// `Retry-After` from the user API is read as seconds up to an hour; anything else (`nan`,
+    /// negative, not a number) pauses the default minute. Either way it is one pause that a
+    /// clock reaches, with no call (no spin) before it ends.
+    @Test(arguments: [("inf", 3600.0), ("1e300", 3600), ("86400", 3600), ("nan", 60), ("-5", 60), ("-inf", 60), ("abc", 60), ("7.5", 7.5)])
+    func hostileRetryAfterFromTheUserAPI(_ value: String, pauseSeconds: Double) async throws {
+        let clock = SteppedClock()
+        let calls = CallCount()
+        let router = Router()
+        router.get(":site/rest/api/3/user/bulk") { _, _ -> Response in
+            if calls.next() == 1 { return Response(status: .tooManyRequests, headers: [.retryAfter: value]) }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"values":[],"isLast":true}"#))
+            )
+        }
+        try await LiveServer.run(router: router) { port in
+            try await TestApp.withMigratedPool { pool in
+                let site = TenantInstallation(
+                    clientKey: "jira:hostile", baseURL: URL(string: "http://127.0.0.1:\(port)/site")!,
+                    sharedSecret: "hostile-site-secret-0123456789abcdef"
+                )
+                try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: SecretBox.generateKey())).install(site)
+                let enricher = UserEnricher(
+                    client: JiraClient(appKey: JiraStandIn.appKey, timeout: .seconds(5)),
+                    repository: UserDetailsRepository(pool: pool, ttl: 3600, missingTTL: 3600),
+                    credentials: { _ in .available(.connect(baseURL: site.baseURL, sharedSecret: site.sharedSecret)) }, clock: clock,
+                    logger: TestDatabase.logger
+                )
+                try await TestApp.running(enricher) {
+                    let g = Duration.milliseconds(20)
+                    let pause = Duration.milliseconds(Int64(pauseSeconds * 1000))
+                    enricher.request(tenant: site.clientKey, accountIDs: ["alice"])
+                    #expect(await clock.runWaits(1))
+                    #expect(await clock.untilWaits(2))
+                    #expect(clock.waits == [.init(.zero, g), .init(g, pause)], "a Retry-After of \(value)")
+                    await clock.advance(by: pause - .milliseconds(1))
+                    #expect(calls.count == 1, "no call before the pause ends")
+                    #expect(clock.waits.count == 2, "no wait begins before the pause ends: no spin")
+                    #expect(await clock.runWaits(3))
+                    #expect(await eventually { await enricher.isIdle })
+                    #expect(calls.count == 2)
+                }
+            }
         }
     }
 
@@ -296,7 +421,8 @@ struct UserDetailsTests {
             _ = try await h.panel("alice")
             #expect(await eventually { try await h.status("alice") == "found" })
             // Another instance's run holds the lock on a connection of its own.
-            let other = PostgresPool(configuration: .init(conninfo: h.testApp.pool.configuration.conninfo, maxConnections: 1), logger: TestDatabase.logger)
+            let other = PostgresPool(
+                configuration: .init(conninfo: h.testApp.pool.configuration.conninfo, maxConnections: 1), logger: TestDatabase.logger)
             try await other.withConnection { connection in
                 try await connection.query("SELECT pg_advisory_lock(\(PersonalDataReporter.reportLockKey))")
                 let skipped = try await h.testApp.parts.reporter.runOnce()
@@ -344,29 +470,115 @@ struct UserDetailsTests {
             let cycle = try await h.testApp.pool.query("SELECT value FROM app_settings WHERE name = 'personal_data_cycle_seconds'")
             #expect(cycle.isEmpty, "a Cycle-Period of \(value) is not stored")
 
+            // On an immediate clock a wait returns at once but moves the clock: none may be taken.
             try await h.testApp.pool.query("UPDATE user_details SET reported_at = NULL")
             await h.jira.setReportAnswer { _ in (429, ["Retry-After": value], "") }
-            let started = ContinuousClock.now
-            let summary = try await h.testApp.parts.reporter.runOnce()
+            let clock = ImmediateClock()
+            let summary = try await h.reporter(clock: clock).runOnce()
             #expect(summary.reported == 0)
-            #expect(ContinuousClock.now - started < .seconds(5), "a Retry-After of \(value) neither spins nor waits a year")
+            #expect(summary.requests == 1, "a Retry-After of \(value) is not retried")
+            #expect(clock.now == .init(), "a Retry-After of \(value) is not waited for")
         }
     }
 
+    /// A 429 with `Retry-After: 7` is waited out exactly (on a test clock), then the batch is reported.
     @Test func reportingWaitsForRetryAfter() async throws {
         try await withHarness { h in
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
             _ = try await h.panel("alice")
             #expect(await eventually { try await h.status("alice") == "found" })
-            let limitedUntil = Date() + 1
-            await h.jira.setReportAnswer { _ in Date() < limitedUntil ? (429, ["Retry-After": "1"], "") : (204, [:], "") }
-            let started = Date()
-            let summary = try await h.testApp.parts.reporter.runOnce()
+            let answers = CallCount()
+            await h.jira.setReportAnswer { _ in answers.next() == 1 ? (429, ["Retry-After": "7"], "") : (204, [:], "") }
+            let clock = SteppedClock()
+            let reporter = h.reporter(clock: clock)
+            let run = Task { try await reporter.runOnce() }
+            #expect(await clock.untilWaits(1))
+            #expect(clock.waits == [.init(.zero, .seconds(7))])
+            await clock.advance(by: .seconds(7) - .milliseconds(10))
+            #expect(await clock.isWaitedOn, "still waiting at 6.99 s")
+            #expect(await h.reportCalls == 1)
+            await clock.advance(by: .milliseconds(10))
+            // Cancelled (and so failed) if it is still waiting: the test never hangs.
+            if !(await eventually { await h.reportCalls == 2 }) { run.cancel() }
+            let summary = try await run.value
             #expect(summary.requests == 2)
             #expect(summary.reported == 1)
-            #expect(Date().timeIntervalSince(started) >= 0.95)
         }
     }
+
+    /// At most three waits inside one run (here 3 × 7 s on an immediate clock); a `Retry-After`
+    /// over a minute is not waited for at all. Either way the site is left for the next run.
+    @Test(arguments: [("7", 3, Duration.seconds(21)), ("60", 3, .seconds(180)), ("61", 0, .zero)])
+    func reportingWaitsAtMostThreeTimesAndAtMostAMinute(_ retryAfter: String, waits: Int, waited: Duration) async throws {
+        try await withHarness { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
+            _ = try await h.panel("alice")
+            #expect(await eventually { try await h.status("alice") == "found" })
+            await h.jira.setReportAnswer { _ in (429, ["Retry-After": retryAfter], "") }
+            let clock = ImmediateClock()
+            let summary = try await h.reporter(clock: clock).runOnce()
+            #expect(summary.requests == waits + 1)
+            #expect(summary.reported == 0)
+            #expect(ImmediateClock.Instant().duration(to: clock.now) == waited)
+        }
+    }
+
+    /// Runs start at the report interval times a jitter factor drawn from 0.5...1.5: here 100 s
+    /// times each bound in turn, so the first run comes at exactly 50 s and the next 150 s later.
+    @Test func reportRunsComeAtTheJitteredInterval() async throws {
+        try await withHarness { h in
+            await h.jira.addUser(accountId: "alice", displayName: "Alice")
+            _ = try await h.panel("alice")
+            #expect(await eventually { try await h.status("alice") == "found" })
+            let clock = SteppedClock()
+            let asked = Recorded<ClosedRange<Double>>()
+            var settings = PersonalDataReporter.Settings(reportURL: h.testApp.configuration.personalDataReportURL, interval: .seconds(100))
+            settings.jitter = { range in asked.append(range) == 1 ? range.lowerBound : range.upperBound }
+            let reporter = h.reporter(clock: clock, settings: settings)
+            try await TestApp.running(reporter) {
+                #expect(await clock.untilWaits(1))
+                #expect(clock.waits == [.init(.zero, .seconds(50))])
+                await clock.advance(by: .seconds(50) - .milliseconds(10))
+                #expect(await h.reportCalls == 0, "no run before the jittered interval")
+                await clock.advance(by: .milliseconds(10))
+                #expect(await eventually { await h.reportCalls == 1 })
+                #expect(await clock.untilWaits(2))
+                #expect(clock.waits == [.init(.zero, .seconds(50)), .init(.seconds(50), .seconds(150))])
+                #expect(asked.all == [0.5...1.5, 0.5...1.5])
+            }
+        }
+    }
+}
+
+/// Counts calls made from any thread (a stand-in's handler, a report answer).
+final class CallCount: Sendable {
+    private let value = Mutex(0)
+
+    /// Counts one more call; answers its number, from 1.
+    func next() -> Int {
+        value.withLock {
+            $0 += 1
+            return $0
+        }
+    }
+
+    var count: Int { value.withLock { $0 } }
+}
+
+/// Values recorded from any thread (the ranges a jitter source was asked for).
+final class Recorded<Value: Sendable>: Sendable {
+    private let values = Mutex<[Value]>([])
+
+    /// Records one more value; answers how many there are now.
+    @discardableResult
+    func append(_ value: Value) -> Int {
+        values.withLock {
+            $0.append(value)
+            return $0.count
+        }
+    }
+
+    var all: [Value] { values.withLock { $0 } }
 }
 
 extension ISO8601DateFormatter {
