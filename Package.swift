@@ -153,6 +153,7 @@ let package = Package(
             ]
         ),
         // scripts/bench's Jira side: signed install, then real panel loads for the load generator's tickets.
+        // Its live run holds thousands of waits on raw NIO HTTP/1.1 connections, one per panel.
         .executableTarget(
             name: "whoslooking-bench",
             dependencies: [
@@ -160,6 +161,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // Helpers shared by the test targets: scratch databases on the test server.

@@ -13,9 +13,8 @@ import NIOCore
 /// signed with its Forge key (valid for an hour, so the run can reuse them; the app's check
 /// is the same RSA verification either way). It keeps serving (user lookups, install keys,
 /// the JWKS) until stopped.
-@main
 struct BenchHost: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "whoslooking-bench", abstract: "Prepare credentials for the heartbeat benchmark.")
+    static let configuration = CommandConfiguration(commandName: "prepare", abstract: "Prepare credentials for the heartbeat benchmark.")
 
     @Option(help: "The app's URL.") var app: String
     @Option(help: "Port of the Jira stand-in.") var port: Int = 12990
@@ -48,7 +47,8 @@ struct BenchHost: AsyncParsableCommand {
                 next += 1
                 group.addTask {
                     let issue = 100_000 + index % issues
-                    guard let url = try await host.signedPanelURL(issueID: String(issue), issueKey: "BENCH-\(issue)", accountId: "bench-\(index)") else {
+                    guard let url = try await host.signedPanelURL(issueID: String(issue), issueKey: "BENCH-\(issue)", accountId: "bench-\(index)")
+                    else {
                         throw ValidationError("not installed")
                     }
                     let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(30))
@@ -70,7 +70,8 @@ struct BenchHost: AsyncParsableCommand {
         if let site = host.forge, let forgeOut {
             try Self.write(try await forgeHeartbeats(site), to: forgeOut)
         }
-        let ready = "READY viewers=\(lines.count) issues=\(min(issues, viewers)) panel_loads_s=\(Int(Double(lines.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)))\n"
+        let ready =
+            "READY viewers=\(lines.count) issues=\(min(issues, viewers)) panel_loads_s=\(Int(Double(lines.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)))\n"
         FileHandle.standardOutput.write(Data(ready.utf8))
         try await serving.value
     }
