@@ -39,25 +39,36 @@ struct PersonalDataAfterUninstallTests {
     }
 
     /// A lookup that writes while the uninstall transaction is open waits for it, then writes
-    /// nothing; the erase that ran inside the uninstall is not undone.
+    /// nothing; the erase that ran inside the uninstall is not undone. The transaction stays open
+    /// until PostgreSQL shows the write waiting for a lock, so every run races, none by luck of timing.
     @Test func aLookupRacingTheUninstallIsOrderedByTheTenantRowLock() async throws {
         try await TestApp.with { testApp, _ in
             try await testApp.tenants.install(Self.site)
             let pool = testApp.pool
+            let (erased, erasing) = AsyncStream.makeStream(of: Void.self)
             let uninstalling = Task {
+                defer { erasing.finish() }  // also when the transaction fails, so the test never hangs
                 try await pool.transaction { connection in
                     try await connection.query(
                         "UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL WHERE client_key = \(Self.site.clientKey)"
                     )
                     try await connection.query("DELETE FROM user_details WHERE client_key = \(Self.site.clientKey)")
-                    try await Task.sleep(for: .milliseconds(500))
+                    erasing.finish()
+                    let waited = await eventually { try await Self.statementsWaitingForALock(pool) > 0 }
+                    #expect(waited, "the lookup's write waits for the uninstall to commit")
                 }
             }
-            try await Task.sleep(for: .milliseconds(150))
+            for await _ in erased {}
             try await testApp.parts.userDetails.store(tenant: Self.site.clientKey, users: [Self.alice])
             try await uninstalling.value
             #expect(try await detailRows(testApp) == 0)
         }
+    }
+
+    /// Statements of this database's sessions that wait for a lock now.
+    static func statementsWaitingForALock(_ pool: PostgresPool) async throws -> Int {
+        try await pool.query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]
+            .decode(Int.self, "n")
     }
 
     @Test func uninstallIsIdempotent() async throws {

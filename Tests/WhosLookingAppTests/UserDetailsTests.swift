@@ -205,6 +205,8 @@ struct UserDetailsTests {
             await h.jira.addUser(accountId: "alice", displayName: "Alice")
             await h.jira.setBehaviour(.hang(seconds: 3), for: "siteA")
             let ticket = try #require(try await h.panel("alice").ticket)
+            // The lookup has reached Jira, which holds it: the heartbeats below race a hanging lookup.
+            #expect(await eventually { await h.jira.userCallsArrived == 1 })
             for _ in 0..<5 {
                 let viewers = try await h.heartbeat(ticket)
                 #expect(viewers.map(\.accountId) == ["alice"])
