@@ -51,6 +51,9 @@
 
   var beatTimer = null;
   var beating = false; // a heartbeat is outstanding: heartbeats go one at a time, in order
+  // Numbers this tab's heartbeats and its leave (seq): the server ignores one older than the
+  // last it wrote, so a heartbeat written after the leave cannot bring a closed tab back.
+  var seq = 0;
   var beatAgain = false; // …and another was asked for meanwhile (a hide or a show)
 
   var waitTimer = null;
@@ -202,7 +205,8 @@
     }
     beating = true;
     var mine = generation;
-    var url = base + "/heartbeat" + (document.hidden ? "?state=away" : "");
+    seq += 1;
+    var url = base + "/heartbeat?seq=" + seq + (document.hidden ? "&state=away" : "");
     fetch(url, { method: "POST", headers: { "Authorization": "Ticket " + ticket } })
       .then(function (response) {
         if (response.status === 401 || response.status === 403) { return { refused: true }; }
@@ -344,7 +348,8 @@
     generation += 1;
     cancelTimers();
     abortWait();
-    var url = base + "/leave";
+    seq += 1;
+    var url = base + "/leave?seq=" + seq;
     if (navigator.sendBeacon && navigator.sendBeacon(url, ticket)) { return; }
     fetch(url, { method: "POST", body: ticket, keepalive: true });
   });

@@ -16,6 +16,8 @@ final class HeartbeatBatcher: Sendable {
         var issueKey: String
         /// The tab is hidden.
         var away = false
+        /// The tab's count of its requests; 0 when it does not count them.
+        var seq = 0
     }
 
     /// What one batch answers: each issue's live viewers, and which tenants were installed.

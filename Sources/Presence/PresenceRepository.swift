@@ -61,8 +61,10 @@ public struct PresenceRepository: Sendable {
     /// nil, recording nothing, when the tenant is no longer installed. Heartbeats arriving
     /// together share one statement (see `HeartbeatBatcher`). Throws `HeartbeatUnavailable`
     /// when the database does not take it in time. `away`: the tab is hidden.
-    public func heartbeat(_ viewer: ViewerKey, issueKey: String, away: Bool = false) async throws -> [Viewer]? {
-        try await batcher.record(.init(viewer: viewer, issueKey: issueKey, away: away))
+    /// `seq`: the tab's own count of its requests (0: not counted); an older one than the
+    /// tab's last heartbeat or leave changes nothing (`0006_viewer_sequence.sql`).
+    public func heartbeat(_ viewer: ViewerKey, issueKey: String, away: Bool = false, seq: Int = 0) async throws -> [Viewer]? {
+        try await batcher.record(.init(viewer: viewer, issueKey: issueKey, away: away, seq: seq))
     }
 
     /// One statement for a batch of heartbeats: upserts them all, then lists every issue they
@@ -72,10 +74,11 @@ public struct PresenceRepository: Sendable {
         _ heartbeats: [HeartbeatBatcher.Heartbeat], pool: PostgresPool, liveness: ViewerLiveness, timeout: Duration? = nil
     ) async throws -> [IssueRef: [Viewer]] {
         // Sorted and without repeats: ON CONFLICT cannot touch one row twice in a statement,
-        // and batches that lock rows in one order cannot deadlock each other.
+        // and batches that lock rows in one order cannot deadlock each other. Of one tab's
+        // heartbeats, the newest (highest seq) is kept.
         let ordered = heartbeats.sorted { left, right in
-            (left.viewer.tenant, left.viewer.issueID, left.viewer.accountID, left.viewer.tabID)
-                < (right.viewer.tenant, right.viewer.issueID, right.viewer.accountID, right.viewer.tabID)
+            (left.viewer.tenant, left.viewer.issueID, left.viewer.accountID, left.viewer.tabID, -left.seq)
+                < (right.viewer.tenant, right.viewer.issueID, right.viewer.accountID, right.viewer.tabID, -right.seq)
         }
         var unique: [HeartbeatBatcher.Heartbeat] = []
         unique.reserveCapacity(ordered.count)
@@ -88,15 +91,17 @@ public struct PresenceRepository: Sendable {
                 SELECT * FROM unnest(
                     \(PostgresTextArray(unique.map(\.viewer.tenant))), \(PostgresTextArray(unique.map(\.viewer.issueID))),
                     \(PostgresTextArray(unique.map(\.issueKey))), \(PostgresTextArray(unique.map(\.viewer.accountID))),
-                    \(PostgresTextArray(unique.map(\.viewer.tabID))), \(PostgresTextArray(unique.map { $0.away ? "away" : "active" }))
-                ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, state, position)
+                    \(PostgresTextArray(unique.map(\.viewer.tabID))), \(PostgresTextArray(unique.map { $0.away ? "away" : "active" })),
+                    \(PostgresTextArray(unique.map { String($0.seq) }))
+                ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, state, seq, position)
             ), installed AS (
-                SELECT * FROM input i
+                SELECT i.client_key, i.issue_id, i.issue_key, i.account_id, i.tab_id, i.state, i.seq::bigint AS seq, i.position FROM input i
                 WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed')
             ), seen AS (
-                -- A tab whose row outlived its heartbeats (not swept yet) starts afresh.
-                INSERT INTO viewers AS v (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen, away_since)
-                SELECT client_key, issue_id, issue_key, account_id, tab_id, now(), now(), CASE WHEN state = 'away' THEN now() END
+                -- A tab whose row outlived its heartbeats (not swept yet) starts afresh. A heartbeat
+                -- older than the tab's last heartbeat or leave (seq) changes nothing.
+                INSERT INTO viewers AS v (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen, away_since, seq)
+                SELECT client_key, issue_id, issue_key, account_id, tab_id, now(), now(), CASE WHEN state = 'away' THEN now() END, seq
                 FROM installed ORDER BY position
                 ON CONFLICT (client_key, issue_id, account_id, tab_id)
                 DO UPDATE SET last_seen = EXCLUDED.last_seen, issue_key = EXCLUDED.issue_key,
@@ -104,12 +109,14 @@ public struct PresenceRepository: Sendable {
                         THEN v.first_seen ELSE EXCLUDED.first_seen END,
                     away_since = CASE WHEN EXCLUDED.away_since IS NULL THEN NULL
                         WHEN viewer_kept(v.last_seen, v.away_since, \(active), \(away)) THEN coalesce(v.away_since, EXCLUDED.away_since)
-                        ELSE EXCLUDED.away_since END
+                        ELSE EXCLUDED.away_since END,
+                    seq = EXCLUDED.seq, gone = false
+                WHERE EXCLUDED.seq = 0 OR v.seq < EXCLUDED.seq
                 RETURNING v.client_key, v.issue_id, v.account_id, v.tab_id, v.first_seen, v.last_seen, v.away_since
             ), current AS (
                 -- The touched issues' rows as they were before this statement (same snapshot).
                 SELECT v.client_key, v.issue_id, v.account_id, v.tab_id, v.first_seen, v.last_seen, v.away_since,
-                       viewer_shown(v.last_seen, v.away_since, \(active), \(away), \(limit)) AS shown
+                       NOT v.gone AND viewer_shown(v.last_seen, v.away_since, \(active), \(away), \(limit)) AS shown
                 FROM (SELECT DISTINCT client_key, issue_id FROM installed) issue
                 JOIN viewers v ON v.client_key = issue.client_key AND v.issue_id = issue.issue_id
             ), changed AS (
@@ -126,8 +133,8 @@ public struct PresenceRepository: Sendable {
                 -- own row is listed even when its away time is up (it heartbeats, so it is there).
                 SELECT c.client_key, c.issue_id, c.account_id, c.first_seen, c.last_seen, c.away_since FROM current c
                 WHERE c.shown AND NOT EXISTS (
-                    SELECT 1 FROM installed i
-                    WHERE i.client_key = c.client_key AND i.issue_id = c.issue_id AND i.account_id = c.account_id AND i.tab_id = c.tab_id
+                    SELECT 1 FROM seen s
+                    WHERE s.client_key = c.client_key AND s.issue_id = c.issue_id AND s.account_id = c.account_id AND s.tab_id = c.tab_id
                 )
                 UNION ALL
                 SELECT client_key, issue_id, account_id, first_seen, last_seen, away_since FROM seen
@@ -135,14 +142,17 @@ public struct PresenceRepository: Sendable {
             -- One row per person (their tabs together), then their details: grouping first
             -- looks up each person's details once and groups on three keys, not seven
             -- (a third more batches per second under pgbench). Away: all their tabs are.
-            SELECT l.client_key, l.issue_id, l.account_id, l.since, l.last_seen, l.away,
+            -- Every installed issue has a row, one with nobody listed (its heartbeats were all
+            -- older than their tabs' leaves) too, with account_id NULL.
+            SELECT issue.client_key, issue.issue_id, l.account_id, l.since, l.last_seen, l.away,
                    u.status, u.display_name, u.avatar_url, u.expires_at <= now() AS expired, n.issues AS notified
-            FROM (
+            FROM (SELECT DISTINCT client_key, issue_id FROM installed) issue
+            CROSS JOIN notified n
+            LEFT JOIN (
                 SELECT client_key, issue_id, account_id, min(first_seen) AS since, max(last_seen) AS last_seen,
                        bool_and(away_since IS NOT NULL) AS away
                 FROM listed GROUP BY client_key, issue_id, account_id
-            ) l
-            CROSS JOIN notified n
+            ) l ON l.client_key = issue.client_key AND l.issue_id = issue.issue_id
             LEFT JOIN user_details u ON u.client_key = l.client_key AND u.account_id = l.account_id
             """
         let rows: PostgresRows
@@ -152,10 +162,19 @@ public struct PresenceRepository: Sendable {
             // Only a sweep deleting rows a batch rewrites can lock in another order; once more is enough.
             rows = try await pool.query(query, lane: .reserved, timeout: timeout)
         }
+        return try listing(rows)
+    }
+
+    /// Each issue's viewers from rows of (client_key, issue_id, a viewer's columns or NULLs).
+    static func listing(_ rows: PostgresRows) throws -> [IssueRef: [Viewer]] {
         var listed: [IssueRef: [Viewer]] = [:]
         for row in rows {
             let issue = IssueRef(tenant: try row.decode(String.self, "client_key"), issueID: try row.decode(String.self, "issue_id"))
-            listed[issue, default: []].append(try viewer(row))
+            if try row.decode(String?.self, "account_id") == nil {
+                listed[issue] = listed[issue] ?? []
+            } else {
+                listed[issue, default: []].append(try viewer(row))
+            }
         }
         return listed
     }
@@ -175,7 +194,7 @@ public struct PresenceRepository: Sendable {
                 SELECT v.client_key, v.issue_id, v.account_id, min(v.first_seen) AS since, max(v.last_seen) AS last_seen,
                        bool_and(v.away_since IS NOT NULL) AS away
                 FROM issue JOIN viewers v ON v.client_key = issue.client_key AND v.issue_id = issue.issue_id
-                WHERE viewer_shown(v.last_seen, v.away_since, \(active), \(away), \(limit))
+                WHERE NOT v.gone AND viewer_shown(v.last_seen, v.away_since, \(active), \(away), \(limit))
                 GROUP BY v.client_key, v.issue_id, v.account_id
             )
             -- An installed issue without viewers still has its row (account_id NULL).
@@ -185,16 +204,7 @@ public struct PresenceRepository: Sendable {
             LEFT JOIN live l ON l.client_key = issue.client_key AND l.issue_id = issue.issue_id
             LEFT JOIN user_details u ON u.client_key = l.client_key AND u.account_id = l.account_id
             """, timeout: timeout)
-        var listed: [IssueRef: [Viewer]] = [:]
-        for row in rows {
-            let issue = IssueRef(tenant: try row.decode(String.self, "client_key"), issueID: try row.decode(String.self, "issue_id"))
-            if try row.decode(String?.self, "account_id") == nil {
-                listed[issue] = listed[issue] ?? []
-            } else {
-                listed[issue, default: []].append(try Self.viewer(row))
-            }
-        }
-        return listed
+        return try Self.listing(rows)
     }
 
     /// The issue's live viewers, without recording anyone.
@@ -203,16 +213,35 @@ public struct PresenceRepository: Sendable {
         return try await viewers(of: [issue])[issue] ?? []
     }
 
-    /// A tab left: forget it, and tell the issue's other panels. The user stays listed while
-    /// another tab of theirs heartbeats.
-    public func leave(_ viewer: ViewerKey) async throws {
+    /// A tab left: it is no longer listed, and the issue's other panels are told. The user
+    /// stays listed while another tab of theirs heartbeats. With a `seq` (the tab's count of
+    /// its requests) the row stays as a tombstone until swept, so a heartbeat the tab sent
+    /// before leaving cannot bring it back if it is written later; without one (0) it is deleted.
+    public func leave(_ viewer: ViewerKey, issueKey: String, seq: Int = 0) async throws {
+        guard seq > 0 else {
+            try await pool.query(
+                """
+                WITH gone AS (
+                    DELETE FROM viewers
+                    WHERE client_key = \(viewer.tenant) AND issue_id = \(viewer.issueID)
+                      AND account_id = \(viewer.accountID) AND tab_id = \(viewer.tabID)
+                    RETURNING client_key, issue_id
+                )
+                SELECT count(\(literal: ViewerChanges.notifyCall)) AS notified FROM (SELECT DISTINCT client_key, issue_id FROM gone) g
+                """)
+            return
+        }
+        // Only for an installed tenant: a tombstone is a viewers row, which uninstall erases.
         try await pool.query(
             """
             WITH gone AS (
-                DELETE FROM viewers
-                WHERE client_key = \(viewer.tenant) AND issue_id = \(viewer.issueID)
-                  AND account_id = \(viewer.accountID) AND tab_id = \(viewer.tabID)
-                RETURNING client_key, issue_id
+                INSERT INTO viewers AS v (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen, seq, gone)
+                SELECT \(viewer.tenant), \(viewer.issueID), \(issueKey), \(viewer.accountID), \(viewer.tabID), now(), now(), \(seq), true
+                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = \(viewer.tenant) AND t.state = 'installed')
+                ON CONFLICT (client_key, issue_id, account_id, tab_id)
+                DO UPDATE SET gone = true, seq = EXCLUDED.seq, last_seen = EXCLUDED.last_seen
+                WHERE v.seq < EXCLUDED.seq
+                RETURNING v.client_key, v.issue_id
             )
             SELECT count(\(literal: ViewerChanges.notifyCall)) AS notified FROM (SELECT DISTINCT client_key, issue_id FROM gone) g
             """)

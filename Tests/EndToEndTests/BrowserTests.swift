@@ -37,17 +37,17 @@ struct BrowserTests {
         }
 
         func lastSeen(_ account: String) async throws -> Date? {
-            try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE account_id = \(account)")[0].decode(Date?.self, "seen")
+            try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE NOT gone AND account_id = \(account)")[0].decode(Date?.self, "seen")
         }
 
         /// Whether all of the account's tabs are recorded as away (false without any).
         func away(_ account: String) async throws -> Bool {
-            try await pool.query("SELECT coalesce(bool_and(away_since IS NOT NULL), false) AS away FROM viewers WHERE account_id = \(account)")[0]
+            try await pool.query("SELECT coalesce(bool_and(away_since IS NOT NULL), false) AS away FROM viewers WHERE NOT gone AND account_id = \(account)")[0]
                 .decode(Bool.self, "away")
         }
 
         func rows(_ account: String) async throws -> Int {
-            try await pool.query("SELECT count(*) AS n FROM viewers WHERE account_id = \(account)")[0].decode(Int.self, "n")
+            try await pool.query("SELECT count(*) AS n FROM viewers WHERE NOT gone AND account_id = \(account)")[0].decode(Int.self, "n")
         }
     }
 

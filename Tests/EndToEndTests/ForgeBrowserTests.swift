@@ -72,11 +72,11 @@ struct ForgeBrowserTests {
         }
 
         func rows(_ account: String) async throws -> Int {
-            try await pool.query("SELECT count(*) AS n FROM viewers WHERE account_id = \(account)")[0].decode(Int.self, "n")
+            try await pool.query("SELECT count(*) AS n FROM viewers WHERE NOT gone AND account_id = \(account)")[0].decode(Int.self, "n")
         }
 
         func allRows() async throws -> Int {
-            try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n")
+            try await pool.query("SELECT count(*) AS n FROM viewers WHERE NOT gone")[0].decode(Int.self, "n")
         }
 
         /// POSTs to the devhost (a form button's request); answers the status, redirects not followed.

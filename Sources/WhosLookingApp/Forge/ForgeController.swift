@@ -34,17 +34,18 @@ struct ForgeController {
         let body = try await Self.object(request, context: context)
         let tabID = try Self.tabID(body)
         let away = try PresenceController.isAway(try Self.optionalString(body, "state"))
+        let seq = try PresenceController.sequence(body["seq"])
         let issue = try Self.issue(invocation)
         guard let accountID = try Self.principal(invocation) else {
             return HeartbeatResponse(viewers: [], pollSeconds: polls.pollSeconds, awayPollSeconds: polls.awayPollSeconds, anonymous: true)
         }
         let viewer = ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID)
-        var viewers = try await recorder.record(viewer, issueKey: issue.key, away: away)
+        var viewers = try await recorder.record(viewer, issueKey: issue.key, away: away, seq: seq)
         if viewers == nil {
             // First call of an installation whose lifecycle event has not arrived (it may lag
             // or never come): a verified token is enough to register it, unless it was uninstalled.
             try await register(invocation, context: context)
-            viewers = try await recorder.record(viewer, issueKey: issue.key, away: away)
+            viewers = try await recorder.record(viewer, issueKey: issue.key, away: away, seq: seq)
         }
         guard let viewers else { throw HTTPError(.forbidden, message: Self.uninstalledMessage) }
         return HeartbeatResponse(
@@ -82,10 +83,13 @@ struct ForgeController {
     /// A tab closed: it is gone at once. The person stays listed while another tab of theirs heartbeats.
     @Sendable func leave(_ request: Request, context: AppRequestContext) async throws -> Response {
         let invocation = try await authenticate(request, context: context)
-        let tabID = try Self.tabID(try await Self.object(request, context: context))
+        let body = try await Self.object(request, context: context)
+        let tabID = try Self.tabID(body)
+        let seq = try PresenceController.sequence(body["seq"])
         let issue = try Self.issue(invocation)
         if let accountID = try Self.principal(invocation) {
-            try await presence.leave(ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID))
+            let viewer = ViewerKey(tenant: invocation.installationID, issueID: issue.id, accountID: accountID, tabID: tabID)
+            try await presence.leave(viewer, issueKey: issue.key, seq: seq)
         }
         return Self.ok
     }

@@ -35,9 +35,9 @@ struct GaugeRefresher: Service {
         do {
             let rows = try await pool.query(
                 """
-                SELECT (SELECT count(*) FROM viewers WHERE last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS viewers,
+                SELECT (SELECT count(*) FROM viewers WHERE NOT gone AND last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS viewers,
                        (SELECT count(DISTINCT (client_key, issue_id)) FROM viewers
-                         WHERE last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS issues,
+                         WHERE NOT gone AND last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS issues,
                        (SELECT count(*) FROM tenants WHERE state = 'installed') AS tenants
                 """
             )

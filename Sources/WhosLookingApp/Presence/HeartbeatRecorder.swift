@@ -10,8 +10,8 @@ struct HeartbeatRecorder: Sendable {
     let enricher: UserEnricher
 
     /// The people to list; nil, recording nothing, when the tenant is not installed.
-    func record(_ viewer: ViewerKey, issueKey: String, away: Bool = false) async throws -> [Viewer]? {
-        guard let viewers = try await presence.heartbeat(viewer, issueKey: issueKey, away: away) else { return nil }
+    func record(_ viewer: ViewerKey, issueKey: String, away: Bool = false, seq: Int = 0) async throws -> [Viewer]? {
+        guard let viewers = try await presence.heartbeat(viewer, issueKey: issueKey, away: away, seq: seq) else { return nil }
         Self.heartbeats.increment()
         let unknown = viewers.filter(\.needsDetails).map(\.accountID)
         Self.cacheMisses.increment(by: unknown.count)

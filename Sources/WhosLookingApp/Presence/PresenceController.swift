@@ -45,7 +45,8 @@ struct PresenceController {
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let away = try Self.isAway(request.uri.queryParameters.get("state"))
-        let viewers = try await record(ticket, away: away)
+        let seq = try Self.sequence(request.uri.queryParameters.get("seq"))
+        let viewers = try await record(ticket, away: away, seq: seq)
         return HeartbeatResponse(
             viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) },
             version: ViewerListVersion.of(viewers),
@@ -81,12 +82,12 @@ struct PresenceController {
             text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         let ticket = try verifiedTicket(text, request: request, context: context)
-        try await presence.leave(ticket.viewer)
+        try await presence.leave(ticket.viewer, issueKey: ticket.issueKey, seq: try Self.sequence(request.uri.queryParameters.get("seq")))
         return Response(status: .noContent)
     }
 
-    private func record(_ ticket: ViewerTicket, away: Bool = false) async throws -> [Viewer] {
-        guard let viewers = try await recorder.record(ticket.viewer, issueKey: ticket.issueKey, away: away) else {
+    private func record(_ ticket: ViewerTicket, away: Bool = false, seq: Int = 0) async throws -> [Viewer] {
+        guard let viewers = try await recorder.record(ticket.viewer, issueKey: ticket.issueKey, away: away, seq: seq) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
         return viewers
@@ -123,6 +124,28 @@ struct PresenceController {
         default: throw HTTPError(.badRequest, message: "state must be active or away")
         }
     }
+
+    /// A tab's count of its heartbeats and leave (`seq`): absent for 0 (not counted), else a
+    /// whole number from 1 to 2^53 - 1 (what JavaScript counts exactly).
+    static func sequence(_ text: String?) throws -> Int {
+        guard let text else { return 0 }
+        guard let value = Int(text), (1...maxSequence).contains(value) else {
+            throw HTTPError(.badRequest, message: "seq must be a whole number from 1")
+        }
+        return value
+    }
+
+    static func sequence(_ value: Any?) throws -> Int {
+        guard let value, !(value is NSNull) else { return 0 }
+        // JSONSerialization hands numbers and booleans over as NSNumber, and 1 even casts to
+        // Bool: a boolean is told apart by its type code ("c").
+        guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+            let integer = Int(exactly: number.doubleValue), (1...maxSequence).contains(integer)
+        else { throw HTTPError(.badRequest, message: "seq must be a whole number from 1") }
+        return integer
+    }
+
+    static let maxSequence = (1 << 53) - 1
 
     /// A wait's `version`: what the panel shows now (empty when it has nothing yet).
     static func version(_ value: String?) throws -> String {

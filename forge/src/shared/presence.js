@@ -240,6 +240,9 @@ export function startPresence(onUpdate, { tabId = newTabId() } = {}) {
 
   let beatTimer = null;
   let beating = false; // a heartbeat is outstanding: heartbeats go one at a time, in order
+  // Numbers this tab's heartbeats and its leave (seq): the server ignores one older than the
+  // last it wrote, so a heartbeat written after the leave cannot bring a closed tab back.
+  let seq = 0;
   let beatAgain = false; // …and another was asked for meanwhile (a hide or a show)
 
   let waitTimer = null;
@@ -297,7 +300,8 @@ export function startPresence(onUpdate, { tabId = newTabId() } = {}) {
     }
     beating = true;
     const mine = generation;
-    const body = { tabId, state: document.hidden ? "away" : "active" };
+    seq += 1;
+    const body = { tabId, state: document.hidden ? "away" : "active", seq };
     invokeRemote({ path: HEARTBEAT_PATH, method: "POST", body })
       .then((response) => interpretHeartbeat(response, state))
       .catch(() => failedHeartbeat(state))
@@ -384,7 +388,8 @@ export function startPresence(onUpdate, { tabId = newTabId() } = {}) {
   }
 
   const leave = () => {
-    invokeRemote({ path: LEAVE_PATH, method: "POST", body: { tabId } }).catch(() => {});
+    seq += 1;
+    invokeRemote({ path: LEAVE_PATH, method: "POST", body: { tabId, seq } }).catch(() => {});
   };
 
   const onVisibility = () => {
