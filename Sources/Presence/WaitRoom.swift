@@ -148,13 +148,19 @@ public final class WaitRoom: Service, Sendable {
                 group.addTask { await self.answerDeadlines() }
             }
         }
+        close()
+        Self.waitingGauge.record(0)
+    }
+
+    /// Answers every held wait (`WaitUnavailable.closed`) and refuses new ones: the server is
+    /// shutting down. Idempotent; from any thread.
+    public func close() {
         let held = state.withLock { state in
             state.closed = true
             state.listening = false
             return state.removeAll()
         }
         for waiter in held { waiter.continuation.resume(throwing: WaitUnavailable(reason: .closed)) }
-        Self.waitingGauge.record(0)
     }
 
     /// From the listener's thread.

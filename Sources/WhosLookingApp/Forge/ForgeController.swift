@@ -68,8 +68,15 @@ struct ForgeController {
             return WaitResponse(viewers: nil, version: version, anonymous: true)
         }
         let ref = IssueRef(tenant: invocation.installationID, issueID: issue.id)
-        // Shutdown answers a held wait at once (503), instead of holding the server's drain.
-        switch try await cancelWhenGracefulShutdown({ try await waitRoom.wait(for: ref, version: version) }) {
+        // Shutdown answers every held wait at once (503), instead of holding the server's drain.
+        // A handler, not cancelWhenGracefulShutdown: that runs two child tasks per wait, and
+        // held waits are many (scripts/bench: tens of KB each).
+        let outcome = try await withGracefulShutdownHandler {
+            try await waitRoom.wait(for: ref, version: version)
+        } onGracefulShutdown: {
+            waitRoom.close()
+        }
+        switch outcome {
         case .changed(let viewers, let newVersion):
             let shown = viewers.shown(to: accountID)
             return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) }, version: newVersion)

@@ -62,8 +62,15 @@ struct PresenceController {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let version = try Self.version(request.uri.queryParameters.get("version"))
         let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
-        // Shutdown answers a held wait at once (503), instead of holding the server's drain.
-        switch try await cancelWhenGracefulShutdown({ try await waitRoom.wait(for: issue, version: version) }) {
+        // Shutdown answers every held wait at once (503), instead of holding the server's drain.
+        // A handler, not cancelWhenGracefulShutdown: that runs two child tasks per wait, and
+        // held waits are many (scripts/bench: tens of KB each).
+        let outcome = try await withGracefulShutdownHandler {
+            try await waitRoom.wait(for: issue, version: version)
+        } onGracefulShutdown: {
+            waitRoom.close()
+        }
+        switch outcome {
         case .changed(let viewers, let newVersion):
             let shown = viewers.shown(to: ticket.accountID)
             return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) }, version: newVersion)
