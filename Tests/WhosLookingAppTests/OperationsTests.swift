@@ -103,24 +103,38 @@ struct OperationsTests {
         }
     }
 
+    struct NotReady: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Two `whoslooking serve` processes on one database with one key, both ready.
+    static func startInstances(conninfo: String, key: String, name: String, environment: [String: String]) async throws -> ([Int], [ChildService]) {
+        let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
+        let instances = try ports.map { port in
+            try ChildService(
+                arguments: ["serve"],
+                environment: [
+                    "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
+                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+                ].merging(environment) { $1 }, name: "\(name)-\(port)")
+        }
+        for (index, port) in ports.enumerated() {
+            let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
+            guard ready else {
+                instances.forEach { $0.stop() }
+                throw NotReady(description: "instance \(index) never ready:\n\(instances[index].output)")
+            }
+        }
+        return (ports, instances)
+    }
+
     /// Two instances on one database: migrations once, and either answers any heartbeat.
     @Test func twoInstancesShareOneDatabase() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
             let key = SecretBox.generateKey()
-            let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
-            let instances = try ports.map { port in
-                try ChildService(
-                    arguments: ["serve"],
-                    environment: [
-                        "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
-                        "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path, "SWEEP_INTERVAL_SECONDS": "1",
-                    ], name: "instance-\(port)")
-            }
+            let (ports, instances) = try await Self.startInstances(
+                conninfo: conninfo, key: key, name: "instance", environment: ["SWEEP_INTERVAL_SECONDS": "1"])
             defer { instances.forEach { $0.stop() } }
-            for (index, port) in ports.enumerated() {
-                let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
-                #expect(ready, "instance \(index) never ready:\n\(instances[index].output)")
-            }
             let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 1), logger: TestDatabase.logger)
             defer { Task { await pool.close() } }
             let migrations = try await pool.query("SELECT count(*) AS n FROM schema_migrations")[0].decode(Int.self, "n")
@@ -162,22 +176,13 @@ struct OperationsTests {
         try await jira.serve { jiraURL in
             try await TestDatabase.withScratchDatabase { conninfo in
                 let key = SecretBox.generateKey()
-                let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
-                let instances = try ports.map { port in
-                    try ChildService(
-                        arguments: ["serve"],
-                        environment: [
-                            "DATABASE_URL": conninfo, "PORT": String(port), "SECRET_ENCRYPTION_KEY": key, "BASE_URL": "https://ops.example.com",
-                            "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-                            "SWEEP_INTERVAL_SECONDS": "1", "VIEWER_TTL_SECONDS": "30",
-                            "PERSONAL_DATA_REPORT_INTERVAL_SECONDS": "1", "PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/",
-                        ], name: "turns-\(port)")
-                }
+                let (_, instances) = try await Self.startInstances(
+                    conninfo: conninfo, key: key, name: "turns",
+                    environment: [
+                        "SWEEP_INTERVAL_SECONDS": "1", "VIEWER_TTL_SECONDS": "30", "PERSONAL_DATA_REPORT_INTERVAL_SECONDS": "1",
+                        "PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/",
+                    ])
                 defer { instances.forEach { $0.stop() } }
-                for (index, port) in ports.enumerated() {
-                    let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
-                    try #require(ready, "instance \(index) never ready:\n\(instances[index].output)")
-                }
                 let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
                 defer { Task { await pool.close() } }
                 try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
