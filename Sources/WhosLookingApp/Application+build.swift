@@ -102,14 +102,11 @@ struct AppParts {
 
     func router() -> Router<AppRequestContext> {
         let router = Router(context: AppRequestContext.self)
-        // Outermost, so that every answer carries the security headers, errors and files included.
-        router.add(middleware: SecurityHeadersMiddleware(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL))
-        router.add(middleware: RequestLogMiddleware())
         router.add(middleware: MetricsMiddleware())
-        // Before anything reads the path or query (the file middleware, routes, the database).
-        router.add(middleware: RequestTargetCheckMiddleware())
-        router.add(middleware: BodyFramingMiddleware())
-        router.add(middleware: DatabaseErrorMiddleware())
+        // Around everything else, so that every answer, errors and files included, carries the
+        // security headers and is logged, and before anything reads the path or query.
+        router.add(
+            middleware: EdgeMiddleware(headers: SecurityHeaders(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL)))
         router.add(
             middleware: FileMiddleware(
                 configuration.publicDirectory.path, urlBasePath: "/public",

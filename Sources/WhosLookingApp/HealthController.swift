@@ -32,7 +32,7 @@ struct HealthController {
         case .failure(let error):
             context.logger.warning("readiness check failed", metadata: ["error": "\(error)"])
             return Response(
-                status: .serviceUnavailable, headers: [.retryAfter: "\(DatabaseErrorMiddleware<Context>.retryAfterSeconds)"],
+                status: .serviceUnavailable, headers: [.retryAfter: "\(ClientErrors.retryAfterSeconds)"],
                 body: .init(byteBuffer: ByteBuffer(string: "database unavailable\n"))
             )
         }

@@ -183,7 +183,7 @@ struct SecurityHeadersTests {
             #expect(panel.policy["script-src"]?.contains("https://connect-cdn.atl-paas.net") == false)
         }
         // An http key server elsewhere is no stand-in of ours: nothing is added.
-        let middleware = SecurityHeadersMiddleware(allJSURL: "https://connect-cdn.atl-paas.net/all.js", installKeysURL: "http://keys.example.com")
+        let middleware = SecurityHeaders(allJSURL: "https://connect-cdn.atl-paas.net/all.js", installKeysURL: "http://keys.example.com")
         #expect(!middleware.htmlPolicy.contains("http://keys.example.com"))
         #expect(!middleware.htmlPolicy.contains("http:"))
     }

@@ -6,7 +6,7 @@ import Presence
 /// Forge wants every non-2xx answer as JSON (`invokeRemote` rejects others): refusals become
 /// `{"error": "<reason>"}` with their status; database failures are logged with their cause
 /// and answered with a generic reason (503 with `Retry-After` when the database is down, slow
-/// or busy, as `DatabaseErrorMiddleware` does).
+/// or busy, as `ClientErrors` does).
 struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -26,7 +26,7 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func json(
-        _ status: HTTPResponse.Status, _ message: String, retryAfter: Int = DatabaseErrorMiddleware<Context>.retryAfterSeconds
+        _ status: HTTPResponse.Status, _ message: String, retryAfter: Int = ClientErrors.retryAfterSeconds
     ) -> Response {
         var body = ByteBuffer()
         body.writeStaticString(#"{"error":"#)

@@ -17,23 +17,8 @@ public final class RequestNotes: Sendable {
 
 /// One line per request: method, route, status, duration and tenant. Never the query string,
 /// which carries Jira's JWT.
-struct RequestLogMiddleware: RouterMiddleware {
-    typealias Context = AppRequestContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let started = ContinuousClock.now
-        do {
-            let response = try await next(request, context)
-            log(request, context: context, status: response.status.code, started: started)
-            return response
-        } catch {
-            let status = (error as? any HTTPResponseError)?.status.code ?? 500
-            log(request, context: context, status: status, started: started)
-            throw error
-        }
-    }
-
-    private func log(_ request: Request, context: Context, status: Int, started: ContinuousClock.Instant) {
+enum RequestLog {
+    static func log(_ request: Request, context: AppRequestContext, status: Int, started: ContinuousClock.Instant) {
         let level: Logger.Level = status >= 500 ? .error : .info
         // Heartbeats are the hot path: build nothing when the line would be dropped.
         guard context.logger.logLevel <= level else { return }

@@ -12,12 +12,9 @@ import Logging
 /// Never `X-Frame-Options`: the panel lives in an iframe on Jira's pages, and `DENY` or
 /// `SAMEORIGIN` would blank it. `frame-ancestors` says who may frame us instead.
 ///
-/// It is the outermost middleware: it turns a thrown `HTTPResponseError` into the response the
-/// router would have written anyway (same status, headers and JSON body) so that the headers can
-/// be added, and it sits outside the request log and metrics so those still see the error.
-struct SecurityHeadersMiddleware: RouterMiddleware {
-    typealias Context = AppRequestContext
-
+/// `EdgeMiddleware` adds them, after turning a thrown `HTTPResponseError` into the response the
+/// router would have written anyway (same status, headers and JSON body).
+struct SecurityHeaders: Sendable {
     /// The policy of HTML answers (the panel).
     let htmlPolicy: String
     /// The policy of everything else: nothing may load or run. It matters for a document a
@@ -82,19 +79,14 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         ].joined(separator: "; ")
     }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch let error as any HTTPResponseError {
-            response = try error.response(from: request, context: context)
-        } catch {
-            // What Hummingbird itself answers for an error that is not an HTTP error.
-            context.logger.debug("unrecognised error", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])
-            response = Response(status: .internalServerError)
+    /// The answer for an error: its own response when it is an HTTP error, else what
+    /// Hummingbird itself answers for any other error (500, nothing said).
+    func response(for error: any Error, request: Request, context: some RequestContext) -> Response {
+        if let error = error as? any HTTPResponseError, let response = try? error.response(from: request, context: context) {
+            return response
         }
-        addHeaders(to: &response.headers)
-        return response
+        context.logger.debug("unrecognised error", metadata: ["error.type": "\(String(reflecting: type(of: error)))"])
+        return Response(status: .internalServerError)
     }
 
     func addHeaders(to headers: inout HTTPFields) {
@@ -147,14 +139,10 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
 /// sends in a query has one either, so such a request is refused whole rather than filtered:
 /// nothing downstream (file system, database, logs) sees those bytes. Raw control bytes never get
 /// this far: the HTTP parser refuses them in a request line.
-struct RequestTargetCheckMiddleware: RouterMiddleware {
-    typealias Context = AppRequestContext
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let problem = Self.problem(path: request.uri.path) ?? request.uri.query.flatMap(Self.problem(query:)) {
-            throw HTTPError(.badRequest, message: problem)
-        }
-        return try await next(request, context)
+enum RequestTarget {
+    /// Why the request's path or query is refused, or nil.
+    static func problem(of request: Request) -> String? {
+        problem(path: request.uri.path) ?? request.uri.query.flatMap(problem(query:))
     }
 
     static func problem(path: String) -> String? {
