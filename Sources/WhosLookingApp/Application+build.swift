@@ -107,7 +107,9 @@ struct AppParts {
         // security headers and is logged, and before anything reads the path or query.
         router.add(
             middleware: EdgeMiddleware(headers: SecurityHeaders(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL)))
-        router.add(
+        // The panel's files, under /public only: as a group's middleware it is not one more
+        // frame in every other request (a held wait keeps each frame, `EdgeMiddleware`).
+        let files = router.group("public").add(
             middleware: FileMiddleware(
                 configuration.publicDirectory.path, urlBasePath: "/public",
                 // The panel's script, stylesheet and default avatar: an hour, then revalidated by ETag.
@@ -115,6 +117,9 @@ struct AppParts {
                 logger: logger
             )
         )
+        // Reached only when no file answered.
+        files.get("**") { _, _ -> Response in throw HTTPError(.notFound) }
+        files.head("**") { _, _ -> Response in throw HTTPError(.notFound) }
         let verifier = ConnectTokenVerifier(basePath: configuration.basePath, leeway: Double(configuration.jwtLeewaySeconds))
 
         HealthController(pool: pool, budget: .milliseconds(configuration.readinessTimeoutMilliseconds)).addRoutes(to: router)
