@@ -70,7 +70,19 @@ public struct PostgresListener: Sendable {
     /// Listens until the calling task is cancelled, telling `onEvent` what happens (on the
     /// listener's thread: keep it short). Returns once the thread has ended.
     public func run(_ onEvent: @escaping @Sendable (PostgresListenerEvent) -> Void) async {
-        let wake = WakePipe()
+        // The pipe that wakes the thread: without a free file descriptor there is none, and the
+        // listener waits for one as it would for the database.
+        var wake = WakePipe()
+        while wake == nil {
+            onEvent(.lost(PostgresError(.connection, message: "no file descriptor for the listener's wake-up pipe")))
+            do {
+                try await Task.sleep(for: configuration.maximumBackoff)
+            } catch {
+                return
+            }
+            wake = WakePipe()
+        }
+        guard let wake else { return }
         let thread = ListenerThread(configuration: configuration, wake: wake, onEvent: onEvent)
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -93,9 +105,9 @@ final class WakePipe: Sendable {
     private let descriptors: (read: Int32, write: Int32)
     private let closed = Atomic(false)
 
-    init() {
+    init?() {
         var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { fatalError("pipe() failed: \(String(cString: strerror(errno)))") }
+        guard pipe(&ends) == 0 else { return nil }
         for end in ends { _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK) }
         descriptors = (ends[0], ends[1])
     }
