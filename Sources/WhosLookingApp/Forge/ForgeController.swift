@@ -3,7 +3,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Presence
-import ServiceLifecycle
 import Tenants
 import UserDirectory
 
@@ -49,7 +48,7 @@ struct ForgeController {
         }
         guard let viewers else { throw HTTPError(.forbidden, message: Self.uninstalledMessage) }
         return HeartbeatResponse(
-            viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) },
+            viewers: ViewerItem.list(viewers, for: accountID),
             version: ViewerListVersion.of(viewers),
             pollSeconds: polls.pollSeconds,
             awayPollSeconds: polls.awayPollSeconds
@@ -68,23 +67,10 @@ struct ForgeController {
             return WaitResponse(viewers: nil, version: version, anonymous: true)
         }
         let ref = IssueRef(tenant: invocation.installationID, issueID: issue.id)
-        // Shutdown answers every held wait at once (503), instead of holding the server's drain.
-        // A handler, not cancelWhenGracefulShutdown: that runs two child tasks per wait, and
-        // held waits are many (scripts/bench: tens of KB each).
-        let outcome = try await withGracefulShutdownHandler {
-            try await waitRoom.wait(for: ref, version: version)
-        } onGracefulShutdown: {
-            waitRoom.close()
-        }
-        switch outcome {
-        case .changed(let viewers, let newVersion):
-            let shown = viewers.shown(to: accountID)
-            return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) }, version: newVersion)
-        case .unchanged:
-            return WaitResponse(viewers: nil, version: version)
-        case .uninstalled:
+        guard let response = try await waitRoom.response(issue: ref, version: version, accountID: accountID) else {
             throw HTTPError(.forbidden, message: Self.uninstalledMessage)
         }
+        return response
     }
 
     /// A tab closed: it is gone at once. The person stays listed while another tab of theirs heartbeats.

@@ -8,9 +8,7 @@ struct PanelPage {
     let awayPollIntervalSeconds: Int
 
     func viewers(_ viewers: [Viewer], currentUser: String, issueID: String, issueKey: String, ticket: String) -> String {
-        let items = viewers.map { viewer in
-            ViewerItem(viewer: viewer, isCurrentUser: viewer.accountID == currentUser).html
-        }.joined(separator: "\n")
+        let items = ViewerItem.list(viewers, for: currentUser).map(\.html).joined(separator: "\n")
         return page(
             body: """
                 <div class="ac-content" id="whoslooking" data-ticket="\(HTML.escape(ticket))" data-issue-id="\(HTML.escape(issueID))" \
@@ -82,6 +80,11 @@ struct ViewerItem {
             avatarUrl = nil
         }
         you = isCurrentUser
+    }
+
+    /// The items of a panel's answer, the current user's marked.
+    static func list(_ viewers: [Viewer], for accountID: String) -> [ViewerItem] {
+        viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == accountID) }
     }
 
     static let placeholderName = "Jira user"

@@ -5,7 +5,6 @@ import Hummingbird
 import Libpq
 import Metrics
 import Presence
-import ServiceLifecycle
 import UserDirectory
 
 /// The issue panel (iframe entry point) and the API its script calls: heartbeats, waits for
@@ -48,7 +47,7 @@ struct PresenceController {
         let seq = try Self.sequence(request.uri.queryParameters.get("seq"))
         let viewers = try await record(ticket, away: away, seq: seq)
         return HeartbeatResponse(
-            viewers: viewers.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) },
+            viewers: ViewerItem.list(viewers, for: ticket.accountID),
             version: ViewerListVersion.of(viewers),
             ticket: tickets.refresh(ticket),
             pollSeconds: polls.pollSeconds,
@@ -62,23 +61,10 @@ struct PresenceController {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let version = try Self.version(request.uri.queryParameters.get("version"))
         let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
-        // Shutdown answers every held wait at once (503), instead of holding the server's drain.
-        // A handler, not cancelWhenGracefulShutdown: that runs two child tasks per wait, and
-        // held waits are many (scripts/bench: tens of KB each).
-        let outcome = try await withGracefulShutdownHandler {
-            try await waitRoom.wait(for: issue, version: version)
-        } onGracefulShutdown: {
-            waitRoom.close()
-        }
-        switch outcome {
-        case .changed(let viewers, let newVersion):
-            let shown = viewers.shown(to: ticket.accountID)
-            return WaitResponse(viewers: shown.map { ViewerItem(viewer: $0, isCurrentUser: $0.accountID == ticket.accountID) }, version: newVersion)
-        case .unchanged:
-            return WaitResponse(viewers: nil, version: version)
-        case .uninstalled:
+        guard let response = try await waitRoom.response(issue: issue, version: version, accountID: ticket.accountID) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
+        return response
     }
 
     /// A tab left (`navigator.sendBeacon` sends the ticket as the body; `fetch` may use the header).
