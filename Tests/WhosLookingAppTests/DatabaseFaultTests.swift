@@ -34,10 +34,6 @@ struct DatabaseFaultTests {
         return target + "&jwt=" + (try HS256.sign(claims, secret: tenant.sharedSecret))
     }
 
-    static func ticket(in html: String) -> String? {
-        html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map { String(html[$0].dropFirst(13).dropLast()) }
-    }
-
     /// What a heartbeat answered, and how long it took.
     struct Answer: Sendable {
         var status: Int
@@ -64,7 +60,7 @@ struct DatabaseFaultTests {
                 var tickets: [String] = []
                 for index in 0..<20 {
                     let html = try await client.execute(uri: try Self.panelURI("account-\(index)"), method: .get) { String(buffer: $0.body) }
-                    tickets.append(try #require(Self.ticket(in: html)))
+                    tickets.append(try #require(TestApp.ticket(in: html)))
                 }
                 let allTickets = tickets
                 #expect(try await Self.heartbeat(client, ticket: allTickets[0]).status == 200)
@@ -450,7 +446,7 @@ struct RunningApp: Sendable {
 
     func panelTicket(_ account: String) async throws -> String {
         let html = try await get(try DatabaseFaultTests.panelURI(account)).body
-        return try #require(DatabaseFaultTests.ticket(in: html), "no ticket in the panel:\n\(html.prefix(500))")
+        return try #require(TestApp.ticket(in: html), "no ticket in the panel:\n\(html.prefix(500))")
     }
 
     func heartbeat(_ ticket: String) async throws -> DatabaseFaultTests.Answer {

@@ -749,7 +749,7 @@ struct HostileExecutableTests {
         }
         func ticket(_ target: String) async throws -> String {
             let page = try await ok(http("GET", target + "&jwt=" + panelJWT(target: target)), "the panel at \(target)")
-            return try #require(DatabaseFaultTests.ticket(in: String(decoding: page.body, as: UTF8.self)), "no ticket in the panel")
+            return try #require(TestApp.ticket(in: String(decoding: page.body, as: UTF8.self)), "no ticket in the panel")
         }
         var fixture = Fixture(
             port: app.port, secretKey: app.key, metricsToken: metricsToken, systemToken: systemToken, jiraURL: jiraURL, forge: forge,

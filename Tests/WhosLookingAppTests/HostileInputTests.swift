@@ -501,12 +501,7 @@ struct HostileInputTests {
             // Mallory has a real panel open on issue 10001 (and a ticket for it), and one on 10002.
             let opened = try await get(client, Self.panelTarget + "&jwt=" + Self.panelToken())
             #expect(opened.status == .ok)
-            func ticket(in html: String) throws -> String {
-                try #require(
-                    html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map {
-                        String(html[$0].dropFirst(#"data-ticket=""#.count).dropLast())
-                    })
-            }
+            func ticket(in html: String) throws -> String { try #require(TestApp.ticket(in: html)) }
             let target2 = "/panel?issueId=10002&issueKey=DEMO-2"
             let opened2 = try await get(client, target2 + "&jwt=" + Self.panelToken(target: target2))
             let foreign = ViewerTicketSigner(secret: SymmetricKey(size: .bits256))

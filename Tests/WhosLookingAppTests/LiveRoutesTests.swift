@@ -47,7 +47,7 @@ struct LiveRoutesTests {
 
     static func panelTicket(_ client: some TestClientProtocol, _ account: String) async throws -> String {
         let html = try await client.execute(uri: try PresenceTests.panelURL(account), method: .get) { String(buffer: $0.body) }
-        return try #require(DatabaseFaultTests.ticket(in: html))
+        return try #require(TestApp.ticket(in: html))
     }
 
     static func heartbeat(_ client: some TestClientProtocol, _ ticket: String, query: String = "") async throws -> (HTTPResponse.Status, Answer?) {

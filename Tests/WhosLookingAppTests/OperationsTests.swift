@@ -30,16 +30,12 @@ struct OperationsTests {
                     qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: tenant.sharedSecret))
     }
 
-    static func ticket(in html: String) -> String? {
-        html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map { String(html[$0].dropFirst(13).dropLast()) }
-    }
-
     @Test func metricsShowLiveFiguresBehindTheirToken() async throws {
         try await TestApp.with(environment: ["METRICS_TOKEN": "metrics-token-123"]) { testApp, app in
             try await testApp.tenants.install(Self.tenant)
             try await app.test(.router) { client in
                 let html = try await client.execute(uri: try Self.panelURI("alice"), method: .get) { String(buffer: $0.body) }
-                let ticket = try #require(Self.ticket(in: html))
+                let ticket = try #require(TestApp.ticket(in: html))
                 for _ in 0..<3 {
                     try await client.execute(uri: "/api/issues/10001/heartbeat", method: .post, headers: [.authorization: "Ticket \(ticket)"]) {
                         #expect($0.status == .ok)
@@ -148,7 +144,7 @@ struct OperationsTests {
             try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
 
             func panel(_ account: String, on port: Int) async throws -> String {
-                try #require(Self.ticket(in: try await ChildService.get("http://127.0.0.1:\(port)\(try Self.panelURI(account))")))
+                try #require(TestApp.ticket(in: try await ChildService.get("http://127.0.0.1:\(port)\(try Self.panelURI(account))")))
             }
             func heartbeat(_ ticket: String, on port: Int) async throws -> [String] {
                 var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/issues/10001/heartbeat")

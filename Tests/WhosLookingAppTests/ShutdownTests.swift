@@ -25,10 +25,6 @@ struct ShutdownTests {
         return target + "&jwt=" + (try HS256.sign(claims, secret: tenant.sharedSecret))
     }
 
-    static func ticket(in html: String) -> String? {
-        html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map { String(html[$0].dropFirst(13).dropLast()) }
-    }
-
     /// What each request of the load got.
     final class Tally: Sendable {
         struct Counts {
@@ -71,7 +67,7 @@ struct ShutdownTests {
                     "GET \(try Self.panelPath("viewer-\(index)", issueID: issueID)) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                 )
                 guard case .complete(let page) = await connection.nextResponse(timeout: .seconds(10)), page.status == 200,
-                    let ticket = Self.ticket(in: String(decoding: page.body, as: UTF8.self))
+                    let ticket = TestApp.ticket(in: String(decoding: page.body, as: UTF8.self))
                 else {
                     Issue.record("panel \(index) did not load:\n\(app.output)")
                     return

@@ -38,6 +38,11 @@ struct TestApp {
         return registry
     }()
 
+    /// The viewer ticket a server-rendered panel hands its script (`data-ticket`).
+    static func ticket(in html: String) -> String? {
+        html.range(of: #"data-ticket="([^"]+)""#, options: .regularExpression).map { String(html[$0].dropFirst(13).dropLast()) }
+    }
+
     /// A scratch database with the real migrations applied.
     static func withMigratedPool<Result>(_ body: (PostgresPool) async throws -> Result) async throws -> Result {
         try await TestDatabase.withScratchPool { pool in
