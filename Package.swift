@@ -50,9 +50,12 @@ let package = Package(
             ]
         ),
         // The Atlassian Connect protocol: qsh, JWT verification and signing, descriptor, install keys.
+        // Base64url on bytes, for JWTs (Connect's, Forge's) and viewer tickets.
+        .target(name: "Base64URLCoding"),
         .target(
             name: "Connect",
             dependencies: [
+                "Base64URLCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -66,6 +69,7 @@ let package = Package(
         .target(
             name: "Forge",
             dependencies: [
+                "Base64URLCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -86,7 +90,7 @@ let package = Package(
             name: "Presence",
             dependencies: [
                 "Libpq",
-                "Connect",
+                "Base64URLCoding",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -113,6 +117,7 @@ let package = Package(
             name: "DevHost",
             dependencies: [
                 "Connect",
+                "Base64URLCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -171,6 +176,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "Libpq",
+                "Base64URLCoding",
                 "Connect",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -189,7 +195,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnectTests",
-            dependencies: ["Connect", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
+            dependencies: ["Connect", "Base64URLCoding", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
         ),
         // The whole path in a real browser: devhost, signed install, iframe, heartbeats, expiry, names.
         .testTarget(
@@ -206,6 +212,7 @@ let package = Package(
             name: "WhosLookingAppTests",
             dependencies: [
                 "WhosLookingApp",
+                "Base64URLCoding",
                 "Forge",
                 "Tenants",
                 "Presence",

@@ -1,3 +1,4 @@
+import Base64URLCoding
 import Foundation
 
 /// What `whoslooking jwt …` prints: the tools for the first pain of every Connect developer,

@@ -1,3 +1,4 @@
+import Base64URLCoding
 import Foundation
 import Synchronization
 
@@ -57,8 +58,8 @@ public final class ForgeSystemTokens: Sendable {
 
     static func expiry(of token: String) -> Date? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let data = ForgeTokenVerifier.base64URLDecode(parts[1]),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+        guard parts.count == 3, let json = Base64URL.decode(parts[1].utf8),
+            let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any],
             let exp = (object["exp"] as? NSNumber)?.doubleValue, exp.isFinite
         else { return nil }
         return Date(timeIntervalSince1970: exp)

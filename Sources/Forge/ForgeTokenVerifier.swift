@@ -1,3 +1,4 @@
+import Base64URLCoding
 import Foundation
 import JWTKit
 
@@ -29,6 +30,7 @@ public struct ForgeTokenVerifier: Sendable {
     public let leeway: TimeInterval
     let keySet: ForgeKeySet
     private let now: @Sendable () -> Date
+    private let headers = TokenHeaders()
 
     public init(appID: String, keySet: ForgeKeySet, leeway: TimeInterval = 10, now: @escaping @Sendable () -> Date = Date.init) {
         self.appID = appID
@@ -39,41 +41,59 @@ public struct ForgeTokenVerifier: Sendable {
 
     /// Verifies the token in an `Authorization: Bearer …` header value.
     public func verify(authorization: String?) async throws(ForgeTokenRejection) -> ForgeInvocation {
-        guard let authorization else { throw .missing }
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw .missing }
-        return try await verify(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        guard let authorization, let token = Self.bearerToken(authorization) else { throw .missing }
+        return try await verify(token: token)
     }
 
     public func verify(token: String) async throws(ForgeTokenRejection) -> ForgeInvocation {
-        guard token.utf8.count <= 16 * 1024 else { throw .malformed }
-        let header = try Self.header(of: token)
+        try await verify(token: Substring(token))
+    }
+
+    /// Every step works on the token's bytes: Foundation's string searching and base64 were
+    /// most of a Forge heartbeat's CPU time (scripts/bench profile, docs/benchmarks.md).
+    func verify(token: Substring) async throws(ForgeTokenRejection) -> ForgeInvocation {
+        let bytes = Array(token.utf8)
+        guard bytes.count <= 16 * 1024, let firstDot = bytes.firstIndex(of: UInt8(ascii: ".")),
+            let secondDot = bytes[(firstDot + 1)...].firstIndex(of: UInt8(ascii: ".")),
+            !bytes[(secondDot + 1)...].contains(UInt8(ascii: "."))
+        else { throw .malformed }
+        let header = try headers.header(of: bytes[..<firstDot])
         guard header.alg == "RS256" else { throw .algorithmNotAllowed(header.alg.map(Self.printable) ?? "none") }
         guard let kid = header.kid, !kid.isEmpty else { throw .missingKeyID }
         guard Self.isPlausibleKeyID(kid) else { throw .unknownKeyID }
         let algorithm = try await keySet.algorithm(for: kid)
         // The signature over `header.payload`, checked by jwt-kit's RS256 verifier; only then
         // are the claims read.
-        let bytes = Array(token.utf8)
-        guard let firstDot = bytes.firstIndex(of: UInt8(ascii: ".")),
-            let secondDot = bytes[(firstDot + 1)...].firstIndex(of: UInt8(ascii: ".")),
-            let signature = Self.base64URLDecode(Substring(decoding: bytes[(secondDot + 1)...], as: UTF8.self)),
-            let payload = Self.base64URLDecode(Substring(decoding: bytes[(firstDot + 1)..<secondDot], as: UTF8.self))
+        guard let signature = Base64URL.decode(bytes[(secondDot + 1)...]), let payload = Base64URL.decode(bytes[(firstDot + 1)..<secondDot])
         else { throw .malformed }
         guard (try? algorithm.verify(signature, signs: bytes[..<secondDot])) == true else { throw .badSignature }
         let claims: ForgeInvocationClaims
         do {
-            claims = try JSONDecoder().decode(ForgeInvocationClaims.self, from: payload)
+            claims = try ForgeInvocationClaims(json: payload)
         } catch {
             throw .malformedClaims
         }
         return try check(claims)
     }
 
+    /// The token of `Bearer <token>` (the scheme in any case), without surrounding blanks.
+    static func bearerToken(_ value: String) -> Substring? {
+        let utf8 = value.utf8
+        let scheme = "bearer".utf8
+        guard utf8.count > scheme.count, zip(utf8, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let afterScheme = utf8.index(utf8.startIndex, offsetBy: scheme.count)
+        guard isBlank(utf8[afterScheme]) else { return nil }
+        guard let start = utf8[afterScheme...].firstIndex(where: { !isBlank($0) }),
+            let last = utf8[start...].lastIndex(where: { !isBlank($0) })
+        else { return nil }
+        return value[start...last]
+    }
+
     func check(_ claims: ForgeInvocationClaims) throws(ForgeTokenRejection) -> ForgeInvocation {
         let current = now().timeIntervalSince1970
         guard claims.iss == Self.issuer else { throw .wrongIssuer }
-        guard claims.aud.value.contains(appID) else { throw .wrongAudience }
+        guard claims.aud.contains(appID) else { throw .wrongAudience }
         guard claims.app.id == appID else { throw .wrongApp }
         guard current <= claims.exp + leeway else { throw .expired }
         if let nbf = claims.nbf, nbf > current + leeway { throw .notYetValid }
@@ -94,25 +114,16 @@ public struct ForgeTokenVerifier: Sendable {
             apiBaseURL: apiBaseURL,
             siteURL: claims.context?.siteUrl.flatMap(Self.httpURL),
             principal: claims.principal.flatMap { $0.isEmpty ? nil : $0 },
-            issueID: issue?.id?.value,
+            issueID: issue?.id,
             issueKey: issue?.key,
             moduleKey: claims.context?.moduleKey ?? claims.app.module?.key
         )
     }
 
-    struct Header: Decodable {
+    struct Header: Decodable, Sendable {
         var alg: String?
         var kid: String?
         var icLabel: String?
-    }
-
-    static func header(of token: String) throws(ForgeTokenRejection) -> Header {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let data = base64URLDecode(parts[0]), let header = try? JSONDecoder().decode(Header.self, from: data) else {
-            throw .malformed
-        }
-        if let label = header.icLabel, !isICLabel(label) { throw .badICLabel }
-        return header
     }
 
     /// kids come from an unverified header: only short plain identifiers are looked up.
@@ -153,10 +164,4 @@ public struct ForgeTokenVerifier: Sendable {
         String(String.UnicodeScalarView(value.unicodeScalars.prefix(16).filter { $0.value >= 0x20 && $0.value < 0x7F }))
     }
 
-    static func base64URLDecode(_ text: Substring) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        guard !base64.contains("=") else { return nil }
-        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
-        return Data(base64Encoded: base64)
-    }
 }

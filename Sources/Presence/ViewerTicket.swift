@@ -1,4 +1,4 @@
-import Connect
+import Base64URLCoding
 import Crypto
 import Foundation
 

@@ -1,3 +1,4 @@
+import Base64URLCoding
 import Connect
 import Crypto
 import _CryptoExtras

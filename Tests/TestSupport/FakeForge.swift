@@ -1,3 +1,4 @@
+import Base64URLCoding
 import Crypto
 import _CryptoExtras
 import Foundation

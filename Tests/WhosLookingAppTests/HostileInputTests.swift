@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Base64URLCoding
 import Connect
 import Crypto
 import Foundation

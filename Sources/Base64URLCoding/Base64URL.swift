@@ -45,19 +45,25 @@ public enum Base64URL {
         output.reserveCapacity(text.count * 3 / 4)
         var group: UInt32 = 0
         var count = 0
-        for character in text {
-            let value = values[Int(character)]
-            guard value != invalid else { return nil }
-            group = group << 6 | UInt32(value)
-            count += 1
-            if count == 4 {
-                output.append(UInt8(group >> 16 & 0xFF))
-                output.append(UInt8(group >> 8 & 0xFF))
-                output.append(UInt8(group & 0xFF))
-                group = 0
-                count = 0
+        // The table once, not per character: each read of a static goes through its lazy
+        // initialiser's check (1.3% of a Forge heartbeat's profile).
+        let decoded: Bool = values.withUnsafeBufferPointer { table in
+            for character in text {
+                let value = table[Int(character)]
+                guard value != invalid else { return false }
+                group = group << 6 | UInt32(value)
+                count += 1
+                if count == 4 {
+                    output.append(UInt8(group >> 16 & 0xFF))
+                    output.append(UInt8(group >> 8 & 0xFF))
+                    output.append(UInt8(group & 0xFF))
+                    group = 0
+                    count = 0
+                }
             }
+            return true
         }
+        guard decoded else { return nil }
         // Leftover bits must be zero, so each byte string has exactly one encoding.
         switch count {
         case 2:
