@@ -61,7 +61,7 @@ public struct ForgeInvocationClaims: Sendable {
         guard let json = JSONValue.parse(payload) else { throw Malformed() }
         let claims = try Fields(json)
         iss = try claims.required(claims.string("iss"))
-        switch claims.members["aud"] {
+        switch claims.member("aud") {
         case .string(let audience)?: aud = [audience]
         case .array(let audiences)?:
             aud = try audiences.map { value throws(Malformed) in
@@ -114,7 +114,11 @@ public struct ForgeInvocationClaims: Sendable {
 
 /// One JSON object's members, read with the types the claims expect.
 private struct Fields {
-    let members: [String: JSONValue]
+    let members: [JSONValue.Member]
+
+    func member(_ key: String) -> JSONValue? {
+        members.first { $0.key == key }?.value
+    }
 
     init(_ value: JSONValue) throws(ForgeInvocationClaims.Malformed) {
         guard case .object(let members) = value else { throw ForgeInvocationClaims.Malformed() }
@@ -127,7 +131,7 @@ private struct Fields {
     }
 
     func string(_ key: String) throws(ForgeInvocationClaims.Malformed) -> String? {
-        switch members[key] {
+        switch member(key) {
         case nil, .null?: nil
         case .string(let text)?: text
         default: throw ForgeInvocationClaims.Malformed()
@@ -135,7 +139,7 @@ private struct Fields {
     }
 
     func double(_ key: String) throws(ForgeInvocationClaims.Malformed) -> Double? {
-        switch members[key] {
+        switch member(key) {
         case nil, .null?: return nil
         case .number(let text)?:
             guard let value = Double(text), value.isFinite else { throw ForgeInvocationClaims.Malformed() }
@@ -146,7 +150,7 @@ private struct Fields {
 
     /// A string, or a whole number written as one (issue ids are strings in Forge's examples).
     func identifier(_ key: String) throws(ForgeInvocationClaims.Malformed) -> String? {
-        switch members[key] {
+        switch member(key) {
         case .number(let text)?:
             guard let whole = Int64(text) else { throw ForgeInvocationClaims.Malformed() }
             return String(whole)
@@ -155,14 +159,14 @@ private struct Fields {
     }
 
     func object(_ key: String) throws(ForgeInvocationClaims.Malformed) -> Fields? {
-        switch members[key] {
+        switch member(key) {
         case nil, .null?: nil
         case let value?: try Fields(value)
         }
     }
 
     func objects(_ key: String) throws(ForgeInvocationClaims.Malformed) -> [Fields]? {
-        switch members[key] {
+        switch member(key) {
         case nil, .null?: return nil
         case .array(let elements)?: return try elements.map { element throws(ForgeInvocationClaims.Malformed) in try Fields(element) }
         default: throw ForgeInvocationClaims.Malformed()

@@ -30,7 +30,10 @@ public struct ForgeTokenVerifier: Sendable {
     public let leeway: TimeInterval
     let keySet: ForgeKeySet
     private let now: @Sendable () -> Date
-    private let headers = TokenHeaders()
+    /// Decoded headers by their encoded text.
+    let headers = BoundedCache<[UInt8], Header>(capacity: 16)
+    /// `httpURL` by the text it was made from (nil for text that is not one).
+    private let urls = BoundedCache<String, URL?>(capacity: 256)
 
     public init(appID: String, keySet: ForgeKeySet, leeway: TimeInterval = 10, now: @escaping @Sendable () -> Date = Date.init) {
         self.appID = appID
@@ -52,12 +55,13 @@ public struct ForgeTokenVerifier: Sendable {
     /// Every step works on the token's bytes: Foundation's string searching and base64 were
     /// most of a Forge heartbeat's CPU time (scripts/bench profile, docs/benchmarks.md).
     func verify(token: Substring) async throws(ForgeTokenRejection) -> ForgeInvocation {
-        let bytes = Array(token.utf8)
+        // A token is a native string: copied in one go, not byte by byte.
+        let bytes = token.utf8.withContiguousStorageIfAvailable(Array.init) ?? Array(token.utf8)
         guard bytes.count <= 16 * 1024, let firstDot = bytes.firstIndex(of: UInt8(ascii: ".")),
             let secondDot = bytes[(firstDot + 1)...].firstIndex(of: UInt8(ascii: ".")),
             !bytes[(secondDot + 1)...].contains(UInt8(ascii: "."))
         else { throw .malformed }
-        let header = try headers.header(of: bytes[..<firstDot])
+        let header = try headers.value(for: Array(bytes[..<firstDot]), make: Self.header(encoded:))
         guard header.alg == "RS256" else { throw .algorithmNotAllowed(header.alg.map(Self.printable) ?? "none") }
         guard let kid = header.kid, !kid.isEmpty else { throw .missingKeyID }
         guard Self.isPlausibleKeyID(kid) else { throw .unknownKeyID }
@@ -102,7 +106,7 @@ public struct ForgeTokenVerifier: Sendable {
             throw .missingInstallation
         }
         let contexts = claims.app.installation?.contexts ?? []
-        guard let apiBase = claims.app.apiBaseUrl ?? contexts.first?.apiBaseUrl, let apiBaseURL = Self.httpURL(apiBase) else {
+        guard let apiBase = claims.app.apiBaseUrl ?? contexts.first?.apiBaseUrl, let apiBaseURL = urls.value(for: apiBase, make: Self.httpURL) else {
             throw .missingAPIBaseURL
         }
         let issue = claims.context?.extension?.issue
@@ -112,7 +116,7 @@ public struct ForgeTokenVerifier: Sendable {
                 Self.isPlausibleIdentifier($0) ? $0 : nil
             },
             apiBaseURL: apiBaseURL,
-            siteURL: claims.context?.siteUrl.flatMap(Self.httpURL),
+            siteURL: claims.context?.siteUrl.flatMap { urls.value(for: $0, make: Self.httpURL) },
             principal: claims.principal.flatMap { $0.isEmpty ? nil : $0 },
             issueID: issue?.id,
             issueKey: issue?.key,
@@ -124,6 +128,14 @@ public struct ForgeTokenVerifier: Sendable {
         var alg: String?
         var kid: String?
         var icLabel: String?
+    }
+
+    static func header(encoded: [UInt8]) throws(ForgeTokenRejection) -> Header {
+        guard let json = Base64URL.decode(encoded), let header = try? JSONDecoder().decode(Header.self, from: Data(json)) else {
+            throw .malformed
+        }
+        if let label = header.icLabel, !isICLabel(label) { throw .badICLabel }
+        return header
     }
 
     /// kids come from an unverified header: only short plain identifiers are looked up.

@@ -8,8 +8,17 @@
 /// Strict RFC 8259: one value and nothing after it but blanks; no comments, trailing commas,
 /// leading zeros, control characters in strings or invalid UTF-8; a key at most once per
 /// object; at most `maxDepth` nested containers.
+///
+/// An object keeps its members in order, in an array: claims objects have a handful of
+/// members, and hashing every key cost more than looking through them (the duplicate check
+/// is quadratic, on at most 16 KB of payload whose signature is already checked).
 enum JSONValue: Equatable, Sendable {
-    case object([String: JSONValue])
+    struct Member: Equatable, Sendable {
+        var key: String
+        var value: JSONValue
+    }
+
+    case object([Member])
     case array([JSONValue])
     case string(String)
     /// The number's text, as written: read as `Double` or `Int64` by whoever needs it.
@@ -19,22 +28,13 @@ enum JSONValue: Equatable, Sendable {
 
     static let maxDepth = 32
 
-    static func parse(_ bytes: some Collection<UInt8>) -> JSONValue? {
-        let copy = ContiguousArray(bytes)
-        return copy.withUnsafeBufferPointer { buffer in
+    static func parse(_ bytes: [UInt8]) -> JSONValue? {
+        bytes.withUnsafeBufferPointer { buffer in
             var reader = Reader(bytes: buffer)
             guard let value = reader.value(depth: 0) else { return nil }
             reader.skipBlanks()
             return reader.index == buffer.count ? value : nil
         }
-    }
-
-    subscript(key: String) -> JSONValue? {
-        if case .object(let members) = self { members[key] } else { nil }
-    }
-
-    var double: Double? {
-        if case .number(let text) = self { Double(text) } else { nil }
     }
 }
 
@@ -76,7 +76,7 @@ private struct Reader {
 
     mutating func object(depth: Int) -> JSONValue? {
         index += 1  // {
-        var members: [String: JSONValue] = [:]
+        var members: [JSONValue.Member] = []
         skipBlanks()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -88,7 +88,8 @@ private struct Reader {
             skipBlanks()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
             index += 1
-            guard let value = value(depth: depth), members.updateValue(value, forKey: key) == nil else { return nil }
+            guard let value = value(depth: depth), !members.contains(where: { $0.key == key }) else { return nil }
+            members.append(JSONValue.Member(key: key, value: value))
             skipBlanks()
             guard index < bytes.count else { return nil }
             defer { index += 1 }

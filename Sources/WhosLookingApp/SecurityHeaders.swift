@@ -100,10 +100,21 @@ struct SecurityHeaders: Sendable {
         }
     }
 
+    /// Whether the media type (before any `;`, blanks trimmed, in any case) is HTML. On bytes:
+    /// every answer asks, and Foundation's trimming showed in the heartbeat profile.
     static func isHTML(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces).lowercased()
-        return mediaType == "text/html" || mediaType == "application/xhtml+xml"
+        let utf8 = contentType.utf8
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let end = utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
+        guard let first = utf8[..<end].firstIndex(where: { !isBlank($0) }), let last = utf8[first..<end].lastIndex(where: { !isBlank($0) })
+        else { return false }
+        let mediaType = utf8[first...last]
+        func equalsIgnoringCase(_ expected: String) -> Bool {
+            mediaType.count == expected.utf8.count
+                && zip(mediaType, expected.utf8).allSatisfy { $0 == $1 || ((0x41...0x5A).contains($0) && $0 | 0x20 == $1) }
+        }
+        return equalsIgnoringCase("text/html") || equalsIgnoringCase("application/xhtml+xml")
     }
 
     /// `scheme://host[:port]` of an absolute http(s) URL.

@@ -42,18 +42,21 @@ struct ForgeTokenParsingTests {
     }
 
     @Test func theHeaderCacheStaysWithinItsCapacityAndNeverHoldsARefusal() throws {
-        let headers = TokenHeaders(capacity: 4)
+        let headers = BoundedCache<[UInt8], ForgeTokenVerifier.Header>(capacity: 4)
+        let decode = ForgeTokenVerifier.header(encoded:)
         for index in 0..<50 {
             let encoded = Base64URL.encode(Array(#"{"alg":"RS256","kid":"key-\#(index)"}"#.utf8))
-            #expect(try headers.header(of: encoded[...]).kid == "key-\(index)")
-            #expect(try headers.header(of: encoded[...]).kid == "key-\(index)", "read again, from the cache")
+            #expect(try headers.value(for: encoded, make: decode).kid == "key-\(index)")
+            #expect(try headers.value(for: encoded, make: decode).kid == "key-\(index)", "read again, from the cache")
             #expect(headers.count <= 4)
         }
+        let before = headers.count
         let badLabel = Base64URL.encode(Array(#"{"alg":"RS256","kid":"k","icLabel":"NOT A LABEL"}"#.utf8))
         for _ in 0..<2 {
-            #expect(throws: ForgeTokenRejection.badICLabel) { try headers.header(of: badLabel[...]) }
+            #expect(throws: ForgeTokenRejection.badICLabel) { try headers.value(for: badLabel, make: decode) }
         }
-        #expect(throws: ForgeTokenRejection.malformed) { try headers.header(of: Array("e30=".utf8)[...]) }
+        #expect(throws: ForgeTokenRejection.malformed) { try headers.value(for: Array("e30=".utf8), make: decode) }
+        #expect(headers.count == before, "refusals are not kept")
     }
 
     /// The claims reader against Foundation's parser: the same values for documents that
@@ -62,7 +65,7 @@ struct ForgeTokenParsingTests {
         func foundation(_ text: String) throws -> JSONValue {
             func convert(_ value: Any) -> JSONValue {
                 switch value {
-                case let object as [String: Any]: .object(object.mapValues(convert))
+                case let object as [String: Any]: .object(object.map { JSONValue.Member(key: $0.key, value: convert($0.value)) })
                 case let array as [Any]: .array(array.map(convert))
                 case let text as String: .string(text)
                 case is NSNull: .null
@@ -74,10 +77,12 @@ struct ForgeTokenParsingTests {
             }
             return convert(try JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed))
         }
-        /// Numbers compared by value: the reader keeps their text.
+        /// Numbers compared by value (the reader keeps their text), members by key (Foundation's
+        /// objects have no order).
         func normalised(_ value: JSONValue) -> JSONValue {
             switch value {
-            case .object(let members): .object(members.mapValues(normalised))
+            case .object(let members):
+                .object(members.map { JSONValue.Member(key: $0.key, value: normalised($0.value)) }.sorted { $0.key < $1.key })
             case .array(let elements): .array(elements.map(normalised))
             case .number(let text): .number("\(Double(text)!)")
             default: value

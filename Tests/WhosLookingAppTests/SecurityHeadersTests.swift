@@ -150,6 +150,16 @@ struct SecurityHeadersTests {
         }
     }
 
+    /// Which answers get the HTML policy: the media type alone, in any case, blanks trimmed.
+    @Test func htmlIsKnownByItsMediaTypeAlone() {
+        for html in ["text/html", "TEXT/HTML; charset=utf-8", " text/html ;q", "\ttext/Html", "application/xhtml+xml", "Application/XHTML+XML;x"] {
+            #expect(SecurityHeaders.isHTML(html), "\(html.debugDescription)")
+        }
+        for other in [nil, "", ";text/html", "text/htmlx", "text/plain", "application/json; text/html", "text /html", "text/html\u{0}", "téxt/html"] {
+            #expect(!SecurityHeaders.isHTML(other), "\(String(describing: other).debugDescription)")
+        }
+    }
+
     @Test func staticFilesAreCachedAndNotSniffed() async throws {
         try await withApp { client in
             for (file, type) in [("panel.js", "javascript"), ("panel.css", "text/css"), ("avatar-default.svg", "image/svg+xml")] {
