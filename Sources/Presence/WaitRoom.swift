@@ -102,7 +102,12 @@ public final class WaitRoom: Service, Sendable {
     /// Waits until the issue's viewers differ from `version` (at once if they already may),
     /// or `holdFor` passes. Throws `WaitUnavailable` when the wait cannot be held, and when the
     /// task is cancelled (the server shutting down).
-    public func wait(for issue: IssueRef, version: String) async throws -> Outcome {
+    ///
+    /// Once the wait is held, `onHeld` gets a function that abandons it (its client went away):
+    /// the wait then ends at once as `.unchanged`, an answer nobody will read.
+    public func wait(
+        for issue: IssueRef, version: String, onHeld: (_ abandon: @escaping @Sendable () -> Void) -> Void = { _ in }
+    ) async throws -> Outcome {
         let id = state.withLock { state in
             defer { state.nextID &+= 1 }
             return state.nextID
@@ -127,6 +132,8 @@ public final class WaitRoom: Service, Sendable {
                 if let refusal {
                     Self.refused.increment()
                     continuation.resume(throwing: WaitUnavailable(reason: refusal))
+                } else {
+                    onHeld { self.abandon(id) }
                 }
             }
         } onCancel: {
@@ -136,6 +143,12 @@ public final class WaitRoom: Service, Sendable {
 
     /// Waits held now.
     public var waiting: Int { state.withLock { $0.waiters.count } }
+
+    private func abandon(_ id: Int) {
+        guard let waiter = state.withLock({ $0.remove(id) }) else { return }
+        Self.abandoned.increment()
+        waiter.continuation.resume(returning: .unchanged)
+    }
 
     /// The change feed is listening: waits are held.
     public var isListening: Bool { state.withLock { $0.listening && !$0.closed } }
@@ -270,6 +283,7 @@ public final class WaitRoom: Service, Sendable {
     static let waitingGauge = Gauge(label: "panels_waiting")
     static let answered = Counter(label: "panel_waits_answered_total")
     static let refused = Counter(label: "panel_waits_refused_total")
+    static let abandoned = Counter(label: "panel_waits_abandoned_total")
     static let changes = Counter(label: "viewer_changes_heard_total")
     static let feedLosses = Counter(label: "change_feed_losses_total")
 }

@@ -7,9 +7,12 @@ public struct AppRequestContext: RequestContext {
     public var identity: ConnectIdentity?
     /// Filled by handlers, read by the request log.
     public let notes = RequestNotes()
+    /// The connection the request came on, to find its `ConnectionWatch`.
+    let connectionID: ObjectIdentifier
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        connectionID = ObjectIdentifier(source.channel)
     }
 
     /// Lifecycle callbacks are small; anything near a megabyte is not from Jira.

@@ -22,7 +22,7 @@ public func buildApplication(
     return Application(
         router: parts.router(),
         // Slow clients: request and idle timeouts and a connection cap (ConnectionLimits).
-        server: .http1(limits: ConnectionLimits(configuration: configuration, logger: logger)),
+        server: .http1(limits: ConnectionLimits(configuration: configuration, logger: logger), connections: parts.connections),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "whoslooking"),
         services: [
             pool, parts.enricher, parts.sweeper, parts.reporter, parts.waitRoom,
@@ -52,6 +52,8 @@ struct AppParts {
     let waitRoom: WaitRoom
     /// Forge system tokens, in memory only.
     let systemTokens = ForgeSystemTokens()
+    /// The server's open connections: counted against the cap, and watched by held waits.
+    let connections = OpenConnections()
 
     init(configuration: AppConfiguration, pool: PostgresPool, secrets: SecretBox, metrics: PrometheusCollectorRegistry, logger: Logger) {
         self.configuration = configuration
@@ -139,7 +141,7 @@ struct AppParts {
             presence: presence,
             recorder: recorder,
             tickets: tickets,
-            waitRoom: waitRoom,
+            waits: PanelWaits(room: waitRoom, connections: connections),
             page: PanelPage(
                 allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds,
                 awayPollIntervalSeconds: configuration.awayPollIntervalSeconds
@@ -153,7 +155,8 @@ struct AppParts {
                     keySet: ForgeKeySet(jwksURL: configuration.forgeJWKSURL, logger: logger),
                     leeway: Double(configuration.jwtLeewaySeconds)
                 ),
-                tenants: tenants, presence: presence, recorder: recorder, waitRoom: waitRoom, systemTokens: systemTokens,
+                tenants: tenants, presence: presence, recorder: recorder, waits: PanelWaits(room: waitRoom, connections: connections),
+                systemTokens: systemTokens,
                 polls: configuration.panelPolls
             ).addRoutes(to: router)
         }

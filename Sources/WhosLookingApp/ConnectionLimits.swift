@@ -72,27 +72,85 @@ struct ConnectionLimits: Sendable {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with the request and idle timeouts and the connection cap of `limits`.
-    static func http1(limits: ConnectionLimits) -> HTTPServerBuilder {
-        let connections = OpenConnections()
-        return .init { responder in
+    static func http1(limits: ConnectionLimits, connections: OpenConnections) -> HTTPServerBuilder {
+        .init { responder in
             LimitedHTTP1Channel(base: HTTP1Channel(responder: responder), limits: limits, connections: connections)
         }
     }
 }
 
-/// Open connections across all event loops.
+/// Open connections across all event loops: their count, against the cap, and a watch on each
+/// accepted one that a route can ask to tell it when the client goes away.
 final class OpenConnections: Sendable {
     private let count = Atomic<Int>(0)
+    private let watches = Mutex<[ObjectIdentifier: ConnectionWatch]>([:])
 
     /// Counts a new connection; false when that makes more than `limit`.
     func open(limit: Int) -> Bool {
         count.wrappingAdd(1, ordering: .relaxed).newValue <= limit
     }
 
+    /// Watches an accepted connection until it closes.
+    func watch(_ channel: any Channel) -> ConnectionWatch {
+        let id = ObjectIdentifier(channel)
+        let watch = ConnectionWatch()
+        watches.withLock { $0[id] = watch }
+        channel.closeFuture.whenComplete { [self] _ in
+            watches.withLock { $0[id] = nil }
+            watch.clientLeft()
+        }
+        return watch
+    }
+
+    /// The watch of an open connection; nil once it has closed (or for a test's router client).
+    func watch(_ id: ObjectIdentifier) -> ConnectionWatch? {
+        watches.withLock { $0[id] }
+    }
+
     func closed() {
         count.wrappingSubtract(1, ordering: .relaxed)
     }
+}
 
+/// The client of one connection going away, for the request being answered on it: at most one
+/// action, replaced by each request that sets one and forgotten when that request is done, so a
+/// long-lived keep-alive connection does not collect them.
+///
+/// The client has left when the connection closes, or when its input ends: the server allows
+/// half-closed connections (Hummingbird's setting), so a browser closing a tab shows first as
+/// the end of its input, while the connection stays open for an answer nobody will read. A
+/// client that half-closes on purpose and waits for its answer loses nothing: what the action
+/// does (end a held wait as "unchanged") is still answered.
+final class ConnectionWatch: Sendable {
+    private struct State {
+        var hasLeft = false
+        var action: (@Sendable () -> Void)?
+    }
+
+    private let state = Mutex(State())
+
+    /// Runs `action` when the client leaves, at once if it has.
+    func whenClientLeaves(_ action: @escaping @Sendable () -> Void) {
+        let leftAlready = state.withLock { state in
+            if !state.hasLeft { state.action = action }
+            return state.hasLeft
+        }
+        if leftAlready { action() }
+    }
+
+    func forget() {
+        state.withLock { $0.action = nil }
+    }
+
+    /// From the connection's event loop: its input ended, or it closed.
+    func clientLeft() {
+        let action = state.withLock { state in
+            state.hasLeft = true
+            defer { state.action = nil }
+            return state.action
+        }
+        action?()
+    }
 }
 
 /// Hummingbird's HTTP/1.1 child channel, with `ConnectionLimits` applied to each connection.
@@ -130,7 +188,7 @@ struct LimitedHTTP1Channel: ServerChildChannel {
             }
             return channel.eventLoop.makeSucceededFuture(.refused(channel))
         }
-        let timer = RequestTimer(limits: limits, logger: logger)
+        let timer = RequestTimer(limits: limits, watch: connections.watch(channel), logger: logger)
         let boundaries = NIOLoopBound(RequestBoundaryHandler(timer: timer), eventLoop: channel.eventLoop)
         var configuration = base.configuration
         let additional = configuration.additionalChannelHandlers
@@ -206,6 +264,7 @@ final class RequestTimer: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let limits: ConnectionLimits
+    private let watch: ConnectionWatch
     private let logger: Logger
     private var phase: Phase = .idle(since: .now())
     private var answersOwed = 0
@@ -215,8 +274,9 @@ final class RequestTimer: ChannelDuplexHandler, RemovableChannelHandler {
     static let requestTimeouts = Counter(label: "http_request_timeouts_total")
     static let timeoutAnswer = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
-    init(limits: ConnectionLimits, logger: Logger) {
+    init(limits: ConnectionLimits, watch: ConnectionWatch, logger: Logger) {
         self.limits = limits
+        self.watch = watch
         self.logger = logger
     }
 
@@ -233,6 +293,11 @@ final class RequestTimer: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         cancelTimer()
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed = event as? ChannelEvent { watch.clientLeft() }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

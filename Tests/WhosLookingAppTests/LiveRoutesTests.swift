@@ -223,17 +223,7 @@ struct LiveRoutesTests {
     @Test func sigtermAnswersEveryHeldWaitAtOnceAndExitsZero() async throws {
         try await RunningApp.with(environment: ["WAIT_SECONDS": "20"]) { app in
             let ticket = try await app.panelTicket("alice")
-            let version = try #require(
-                try JSONDecoder().decode(Answer.self, from: Data(try await app.heartbeat(ticket).body.utf8)).version
-            )
-            // Once the change feed listens, a wait without a version is answered at once (200).
-            let listening = await eventually {
-                var probe = HTTPClientRequest(url: app.base + "/api/issues/10001/wait?version=")
-                probe.method = .POST
-                probe.headers.add(name: "Authorization", value: "Ticket \(ticket)")
-                return try await app.send(probe).status == 200
-            }
-            try #require(listening)
+            let version = try await Self.versionOnceListening(app, ticket: ticket)
             let started = ContinuousClock.now
             let answers = try await withThrowingTaskGroup(of: DatabaseFaultTests.Answer.self) { group in
                 for _ in 0..<5 {
@@ -254,5 +244,63 @@ struct LiveRoutesTests {
             await Subprocess.waitForExit(app.service.process)
             #expect(app.service.process.terminationStatus == 0, "\(app.service.output.suffix(2000))")
         }
+    }
+
+    /// A tab closed mid-wait frees its wait at once: Hummingbird does not cancel the handler of a
+    /// closed connection, so the wait used to stay held (and counted) until its hold time.
+    @Test func aWaitWhoseClientWentAwayEndsAtOnce() async throws {
+        try await RunningApp.with(environment: ["WAIT_SECONDS": "20"]) { app in
+            let ticket = try await app.panelTicket("alice")
+            let version = try await Self.versionOnceListening(app, ticket: ticket)
+            var connections: [RawConnection] = []
+            for _ in 0..<3 {
+                let connection = try await RawConnection.open(port: app.port)
+                try await connection.send(
+                    "POST /api/issues/10001/wait?version=\(version) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Ticket \(ticket)\r\n"
+                        + "Content-Length: 0\r\n\r\n")
+                connections.append(connection)
+            }
+            let held = await eventually { try await Self.metric("panels_waiting", app) == 3 }
+            try #require(held, "the three waits were never held")
+            for connection in connections { connection.close() }
+            let started = ContinuousClock.now
+            let released = await eventually(timeout: .seconds(5)) { try await Self.metric("panels_waiting", app) == 0 }
+            #expect(released, "waits of closed connections still held after \(ContinuousClock.now - started)")
+            #expect(try await Self.metric("panel_waits_abandoned_total", app) == 3)
+            // A wait on a connection that stays open is not abandoned: it ends at its hold time.
+            let kept = try await RawConnection.open(port: app.port)
+            try await kept.send(
+                "POST /api/issues/10001/wait?version=\(version) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Ticket \(ticket)\r\n"
+                    + "Content-Length: 0\r\n\r\n")
+            let keptHeld = await eventually { try await Self.metric("panels_waiting", app) == 1 }
+            #expect(keptHeld)
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await Self.metric("panels_waiting", app) == 1)
+            #expect(try await Self.metric("panel_waits_abandoned_total", app) == 3)
+            kept.close()
+        }
+    }
+
+    /// The issue's version from a heartbeat, once the change feed listens (a wait without a
+    /// version is then answered at once, 200).
+    static func versionOnceListening(_ app: RunningApp, ticket: String) async throws -> String {
+        let version = try #require(
+            try JSONDecoder().decode(Answer.self, from: Data(try await app.heartbeat(ticket).body.utf8)).version
+        )
+        let listening = await eventually {
+            var probe = HTTPClientRequest(url: app.base + "/api/issues/10001/wait?version=")
+            probe.method = .POST
+            probe.headers.add(name: "Authorization", value: "Ticket \(ticket)")
+            return try await app.send(probe).status == 200
+        }
+        try #require(listening)
+        return version
+    }
+
+    /// A figure of the running app's `/metrics` (nil when absent).
+    static func metric(_ name: String, _ app: RunningApp) async throws -> Int? {
+        let text = try await app.get("/metrics").body
+        let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) }
     }
 }

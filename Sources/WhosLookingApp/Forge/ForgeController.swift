@@ -15,7 +15,7 @@ struct ForgeController {
     let tenants: TenantRepository
     let presence: PresenceRepository
     let recorder: HeartbeatRecorder
-    let waitRoom: WaitRoom
+    let waits: PanelWaits
     let systemTokens: ForgeSystemTokens
     let polls: PanelPolls
 
@@ -67,7 +67,7 @@ struct ForgeController {
             return WaitResponse(viewers: nil, version: version, anonymous: true)
         }
         let ref = IssueRef(tenant: invocation.installationID, issueID: issue.id)
-        guard let response = try await waitRoom.response(issue: ref, version: version, accountID: accountID) else {
+        guard let response = try await waits.response(issue: ref, version: version, accountID: accountID, context: context) else {
             throw HTTPError(.forbidden, message: Self.uninstalledMessage)
         }
         return response

@@ -14,7 +14,7 @@ struct PresenceController {
     let presence: PresenceRepository
     let recorder: HeartbeatRecorder
     let tickets: ViewerTicketSigner
-    let waitRoom: WaitRoom
+    let waits: PanelWaits
     let page: PanelPage
     let polls: PanelPolls
 
@@ -61,7 +61,7 @@ struct PresenceController {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let version = try Self.version(request.uri.queryParameters.get("version"))
         let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
-        guard let response = try await waitRoom.response(issue: issue, version: version, accountID: ticket.accountID) else {
+        guard let response = try await waits.response(issue: issue, version: version, accountID: ticket.accountID, context: context) else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
         return response
