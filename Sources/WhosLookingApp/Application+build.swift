@@ -104,11 +104,13 @@ struct AppParts {
 
     func router() -> Router<AppRequestContext> {
         let router = Router(context: AppRequestContext.self)
-        router.add(middleware: MetricsMiddleware())
         // Around everything else, so that every answer, errors and files included, carries the
-        // security headers and is logged, and before anything reads the path or query.
+        // security headers and is counted and logged, and before anything reads the path or query.
         router.add(
-            middleware: EdgeMiddleware(headers: SecurityHeaders(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL)))
+            middleware: EdgeMiddleware(
+                headers: SecurityHeaders(allJSURL: configuration.allJSURL, installKeysURL: configuration.installKeysURL),
+                metrics: RequestMetrics()
+            ))
         // The panel's files, under /public only: as a group's middleware it is not one more
         // frame in every other request (a held wait keeps each frame, `EdgeMiddleware`).
         let files = router.group("public").add(

@@ -1,10 +1,12 @@
+import Dispatch
 import Hummingbird
 import Logging
 
 /// Every request's way in and out, in one middleware: the request target is checked before
 /// anything reads it (`RequestTarget`), failures become the client's answer (`ClientErrors`,
-/// then the error's own response), the request is logged (`RequestLog`), and every answer,
-/// errors and files included, gets the security headers (`SecurityHeaders`).
+/// then the error's own response), the request is counted and timed (`RequestMetrics`) and
+/// logged (`RequestLog`), and every answer, errors and files included, gets the security
+/// headers (`SecurityHeaders`).
 ///
 /// One middleware rather than five because a request's async frames all stay allocated while
 /// it is suspended, about 1 KB each, and a held wait is suspended for up to 20 s: five
@@ -13,17 +15,29 @@ struct EdgeMiddleware: RouterMiddleware {
     typealias Context = AppRequestContext
 
     let headers: SecurityHeaders
+    let metrics: RequestMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
+        let startedNanoseconds = DispatchTime.now().uptimeNanoseconds
+        let active = metrics.activeRequests(request.method)
+        active.increment()
+        defer { active.decrement() }
         var response: Response
+        var failed = false
         do {
             if let problem = RequestTarget.problem(of: request) { throw HTTPError(.badRequest, message: problem) }
             response = try await next(request, context)
         } catch {
+            failed = true
             response = headers.response(for: ClientErrors.mapped(error, request: request, logger: context.logger), request: request, context: context)
         }
-        RequestLog.log(request, context: context, status: Int(response.status.code), started: started)
+        let status = Int(response.status.code)
+        metrics.record(
+            route: context.endpointPath ?? (failed ? "NotFound" : "Unknown"), method: request.method, status: status,
+            nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - startedNanoseconds), failed: failed
+        )
+        RequestLog.log(request, context: context, status: status, started: started)
         headers.addHeaders(to: &response.headers)
         return response
     }

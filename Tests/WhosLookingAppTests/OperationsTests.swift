@@ -41,6 +41,9 @@ struct OperationsTests {
                         #expect($0.status == .ok)
                     }
                 }
+                try await client.execute(uri: "/api/issues/10001/heartbeat", method: .post, headers: [.authorization: "Ticket forged"]) {
+                    #expect($0.status == .unauthorized)
+                }
                 try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .unauthorized) }
                 try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer wrong-token-xyz"]) {
                     #expect($0.status == .unauthorized)
@@ -61,6 +64,13 @@ struct OperationsTests {
                 #expect(text.contains(#"http_route="/api/issues/{issueId}/heartbeat""#), "requests by route")
                 #expect(text.contains(#"http_response_status_code="200""#), "requests by status")
                 #expect(text.contains("http_server_request_duration_bucket"), "latency histograms")
+                // Refusals are answered by the edge, yet still counted as the route's errors.
+                let errors = text.split(separator: "\n").filter { $0.hasPrefix("hb_request_errors{") }
+                #expect(
+                    errors.contains {
+                        $0.contains(#"error_type="401""#) && $0.contains(#"http_route="/api/issues/{issueId}/heartbeat""#) && $0.hasSuffix(" 1")
+                    },
+                    "\(errors)")
                 #expect(!text.contains(ticket), "no credentials in metrics")
             }
         }
