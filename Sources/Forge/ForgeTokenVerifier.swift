@@ -175,5 +175,4 @@ public struct ForgeTokenVerifier: Sendable {
     static func printable(_ value: String) -> String {
         String(String.UnicodeScalarView(value.unicodeScalars.prefix(16).filter { $0.value >= 0x20 && $0.value < 0x7F }))
     }
-
 }
