@@ -207,6 +207,18 @@ public struct PresenceRepository: Sendable {
         return try Self.listing(rows)
     }
 
+    /// Tabs heartbeating within the active TTL, and the issues they are on: for the metrics
+    /// gauges (`viewers_active`, `issues_watched`).
+    public func activity() async throws -> (viewers: Int, issues: Int) {
+        let rows = try await pool.query(
+            """
+            SELECT count(*) AS viewers, count(DISTINCT (client_key, issue_id)) AS issues FROM viewers
+            WHERE NOT gone AND last_seen > now() - make_interval(secs => \(liveness.activeTTL))
+            """)
+        guard let row = rows.first else { return (0, 0) }
+        return (try row.decode(Int.self, "viewers"), try row.decode(Int.self, "issues"))
+    }
+
     /// The issue's live viewers, without recording anyone.
     public func viewers(tenant: String, issueID: String) async throws -> [Viewer] {
         let issue = IssueRef(tenant: tenant, issueID: issueID)

@@ -122,6 +122,12 @@ public struct TenantRepository: Sendable {
         return updated.affectedRows > 0
     }
 
+    /// Tenants installed now, of both doors: for the `tenants_installed` gauge.
+    public func installedCount() async throws -> Int {
+        let rows = try await pool.query("SELECT count(*) AS installed FROM tenants WHERE state = 'installed'")
+        return try rows.first?.decode(Int.self, "installed") ?? 0
+    }
+
     public func tenant(clientKey: String) async throws -> Tenant? {
         let rows = try await pool.query(
             """

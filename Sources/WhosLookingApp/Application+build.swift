@@ -27,7 +27,7 @@ public func buildApplication(
         services: [
             pool, parts.enricher, parts.sweeper, parts.reporter, parts.waitRoom,
             GaugeRefresher(
-                pool: pool, registry: metrics, viewerTTLSeconds: configuration.viewerTTLSeconds,
+                presence: parts.presence, tenants: parts.tenants, registry: metrics,
                 interval: .seconds(configuration.metricsRefreshSeconds), logger: logger
             ),
         ],

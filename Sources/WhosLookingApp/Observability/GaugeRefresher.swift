@@ -1,18 +1,20 @@
 import Foundation
-import Libpq
 import Logging
+import Presence
 import Prometheus
 import ServiceLifecycle
+import Tenants
 
 /// Keeps the figures that live in the database (`viewers_active`, `issues_watched`,
-/// `tenants_installed`) in `registry`, refreshed every `interval` by one query, so that a
+/// `tenants_installed`) in `registry`, refreshed every `interval` through the modules that own
+/// those tables (`Presence`, `Tenants`), so that a
 /// `/metrics` scrape only reads memory: scrapes never run table scans, never take a pool
 /// connection, and answer while the database is slow or gone (the figures then keep their last
 /// value, and `metrics_db_refreshed_timestamp_seconds` says how old they are).
 struct GaugeRefresher: Service {
-    let pool: PostgresPool
+    let presence: PresenceRepository
+    let tenants: TenantRepository
     let registry: PrometheusCollectorRegistry
-    let viewerTTLSeconds: Int
     let interval: Duration
     let logger: Logger
 
@@ -33,18 +35,11 @@ struct GaugeRefresher: Service {
     /// One refresh; a failure keeps the previous figures and is retried next interval.
     func refresh() async {
         do {
-            let rows = try await pool.query(
-                """
-                SELECT (SELECT count(*) FROM viewers WHERE NOT gone AND last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS viewers,
-                       (SELECT count(DISTINCT (client_key, issue_id)) FROM viewers
-                         WHERE NOT gone AND last_seen > now() - make_interval(secs => \(viewerTTLSeconds))) AS issues,
-                       (SELECT count(*) FROM tenants WHERE state = 'installed') AS tenants
-                """
-            )
-            guard let row = rows.first else { return }
-            gauge("viewers_active").set(Double(try row.decode(Int.self, "viewers")))
-            gauge("issues_watched").set(Double(try row.decode(Int.self, "issues")))
-            gauge("tenants_installed").set(Double(try row.decode(Int.self, "tenants")))
+            let activity = try await presence.activity()
+            let installed = try await tenants.installedCount()
+            gauge("viewers_active").set(Double(activity.viewers))
+            gauge("issues_watched").set(Double(activity.issues))
+            gauge("tenants_installed").set(Double(installed))
             gauge("metrics_db_refreshed_timestamp_seconds").set(Date().timeIntervalSince1970)
         } catch {
             logger.warning("refreshing the database metrics failed; keeping the last figures", metadata: ["error": "\(error)"])
