@@ -48,7 +48,6 @@ public final class WaitRoom: Service, Sendable {
     private struct Waiter {
         var issue: IssueRef
         var version: String
-        var deadline: ContinuousClock.Instant
         var continuation: CheckedContinuation<Outcome, any Error>
     }
 
@@ -56,6 +55,11 @@ public final class WaitRoom: Service, Sendable {
         var waiters: [Int: Waiter] = [:]
         var waitersByIssue: [IssueRef: Set<Int>] = [:]
         var nextID = 0
+        /// Held waits by deadline, oldest first: every wait is held for the same time and
+        /// registered under this lock, so appending keeps the order, and a tick looks only at
+        /// the waits that are due. Waits answered earlier are skipped when their turn comes.
+        var deadlines: [(deadline: ContinuousClock.Instant, id: Int)] = []
+        var firstDeadline = 0
         /// The feed is listening: changes are heard. Until it is (and while it reconnects),
         /// waits are refused, and panels rely on their heartbeats.
         var listening = false
@@ -74,10 +78,27 @@ public final class WaitRoom: Service, Sendable {
             return waiter
         }
 
+        /// The waits whose hold time is up, removed.
+        mutating func removeDue(at now: ContinuousClock.Instant) -> [Waiter] {
+            var due: [Waiter] = []
+            while firstDeadline < deadlines.count, deadlines[firstDeadline].deadline <= now {
+                if let waiter = remove(deadlines[firstDeadline].id) { due.append(waiter) }
+                firstDeadline += 1
+            }
+            // Drop the passed entries once they are most of the array.
+            if firstDeadline > 1024, firstDeadline * 2 > deadlines.count {
+                deadlines.removeFirst(firstDeadline)
+                firstDeadline = 0
+            }
+            return due
+        }
+
         mutating func removeAll() -> [Waiter] {
             defer {
                 waiters = [:]
                 waitersByIssue = [:]
+                deadlines = []
+                firstDeadline = 0
             }
             return Array(waiters.values)
         }
@@ -120,7 +141,8 @@ public final class WaitRoom: Service, Sendable {
                     if !state.listening { return .feedDown }
                     if state.waiters.count >= settings.maxWaiting { return .full }
                     let now = ContinuousClock.now
-                    state.waiters[id] = Waiter(issue: issue, version: version, deadline: now + settings.holdFor, continuation: continuation)
+                    state.waiters[id] = Waiter(issue: issue, version: version, continuation: continuation)
+                    state.deadlines.append((now + settings.holdFor, id))
                     state.waitersByIssue[issue, default: []].insert(id)
                     let recent = state.recentChanges[issue].map { now - $0 < settings.recentWindow } ?? false
                     if recent || version.isEmpty {
@@ -271,7 +293,7 @@ public final class WaitRoom: Service, Sendable {
             }
             let now = ContinuousClock.now
             let (expired, count) = state.withLock { state in
-                let expired = state.waiters.filter { $0.value.deadline <= now }.map(\.key).compactMap { state.remove($0) }
+                let expired = state.removeDue(at: now)
                 state.recentChanges = state.recentChanges.filter { now - $0.value < settings.recentWindow }
                 return (expired, state.waiters.count)
             }

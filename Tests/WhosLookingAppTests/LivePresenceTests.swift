@@ -141,6 +141,31 @@ struct LivePresenceTests {
         }
     }
 
+    /// Waits end in the order they came, each at its own hold time, with waits answered early
+    /// in between (their place in the deadline queue is then skipped, not answered again).
+    @Test func staggeredWaitsEachEndAtTheirOwnHoldTime() async throws {
+        try await Self.withInstances(1, settings: .init(holdFor: .seconds(1), tick: .milliseconds(50))) { instances in
+            let room = instances[0].room
+            let version = ViewerListVersion.of(try await instances[0].beat("alice"))
+            let took = try await withThrowingTaskGroup(of: Duration?.self) { group in
+                for index in 0..<8 {
+                    group.addTask { try await Self.timedWait(room, version: version).1 }
+                    // Answered at once (not installed), between the held ones.
+                    group.addTask {
+                        let outcome = try await room.wait(for: IssueRef(tenant: "gone-\(index)", issueID: "1"), version: "")
+                        #expect(outcome == .uninstalled)
+                        return nil
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return try await group.reduce(into: [Duration]()) { if let took = $1 { $0.append(took) } }
+            }
+            #expect(took.count == 8)
+            #expect(took.allSatisfy { $0 >= .milliseconds(950) && $0 < .milliseconds(1600) }, "\(took)")
+            #expect(room.waiting == 0)
+        }
+    }
+
     @Test func awayBackAndLeaveEachWakeTheWaitingPanel() async throws {
         try await Self.withInstances(1) { instances in
             let instance = instances[0]
