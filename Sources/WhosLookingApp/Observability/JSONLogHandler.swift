@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 
 /// `LOG_FORMAT=json`: one JSON object per line on stderr, for log shippers.
 ///
@@ -15,14 +14,10 @@ public struct JSONLogHandler: LogHandler {
     public var metadataProvider: Logger.MetadataProvider?
     let label: String
     let output: @Sendable (String) -> Void
-    private static let lock = Mutex(())
 
-    /// Writes to stderr, one whole line per write.
-    public static let standardError: @Sendable (String) -> Void = { line in
-        lock.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
-    }
-
-    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil, output: @escaping @Sendable (String) -> Void = standardError) {
+    public init(
+        label: String, metadataProvider: Logger.MetadataProvider? = nil, output: @escaping @Sendable (String) -> Void = LogLines.standardError
+    ) {
         self.label = label
         self.metadataProvider = metadataProvider
         self.output = output
@@ -41,13 +36,7 @@ public struct JSONLogHandler: LogHandler {
             "message": event.message.description,
             "source": event.source,
         ]
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let extra = event.metadata { merged.merge(extra) { $1 } }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
+        let merged = metadata(of: event)
         for (key, value) in merged where fields[key] == nil {
             fields[key] = Self.json(value)
         }

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 
 /// `LOG_FORMAT=text` (the default): one line per event on stderr, in swift-log's
 /// `StreamLogHandler` layout (`<time> <level> <label>: <key>=<value> … [<source>] <message>`),
@@ -19,14 +18,9 @@ public struct TextLogHandler: LogHandler {
     let label: String
     let output: @Sendable (String) -> Void
 
-    private static let lock = Mutex(())
-
-    /// Writes to stderr, one whole line per write.
-    public static let standardError: @Sendable (String) -> Void = { line in
-        lock.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
-    }
-
-    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil, output: @escaping @Sendable (String) -> Void = standardError) {
+    public init(
+        label: String, metadataProvider: Logger.MetadataProvider? = nil, output: @escaping @Sendable (String) -> Void = LogLines.standardError
+    ) {
         self.label = label
         self.metadataProvider = metadataProvider
         self.output = output
@@ -38,13 +32,7 @@ public struct TextLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let extra = event.metadata { merged.merge(extra) { $1 } }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
+        let merged = metadata(of: event)
         var line = Self.timestamp()
         line += " \(event.level)"
         if !label.isEmpty { line += " " + Self.escape(label) }
