@@ -1,4 +1,3 @@
-import Dispatch
 import Hummingbird
 import Logging
 
@@ -19,7 +18,6 @@ struct EdgeMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
-        let startedNanoseconds = DispatchTime.now().uptimeNanoseconds
         let active = metrics.activeRequests(request.method)
         active.increment()
         defer { active.decrement() }
@@ -33,11 +31,12 @@ struct EdgeMiddleware: RouterMiddleware {
             response = headers.response(for: ClientErrors.mapped(error, request: request, logger: context.logger), request: request, context: context)
         }
         let status = Int(response.status.code)
+        let elapsed = ContinuousClock.now - started
         metrics.record(
-            route: context.endpointPath ?? (failed ? "NotFound" : "Unknown"), method: request.method, status: status,
-            nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - startedNanoseconds), failed: failed
+            route: context.endpointPath ?? (failed ? "NotFound" : "Unknown"), method: request.method, status: status, elapsed: elapsed,
+            failed: failed
         )
-        RequestLog.log(request, context: context, status: status, started: started)
+        RequestLog.log(request, context: context, status: status, elapsed: elapsed)
         headers.addHeaders(to: &response.headers)
         return response
     }

@@ -18,11 +18,10 @@ public final class RequestNotes: Sendable {
 /// One line per request: method, route, status, duration and tenant. Never the query string,
 /// which carries Jira's JWT.
 enum RequestLog {
-    static func log(_ request: Request, context: AppRequestContext, status: Int, started: ContinuousClock.Instant) {
+    static func log(_ request: Request, context: AppRequestContext, status: Int, elapsed: Duration) {
         let level: Logger.Level = status >= 500 ? .error : .info
         // Heartbeats are the hot path: build nothing when the line would be dropped.
         guard context.logger.logLevel <= level else { return }
-        let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         var metadata: Logger.Metadata = [
             "method": "\(request.method.rawValue)",

@@ -1,4 +1,3 @@
-import Dispatch
 import HTTPTypes
 import Metrics
 import Synchronization
@@ -40,7 +39,7 @@ final class RequestMetrics: Sendable {
     }
 
     /// One answered request. `failed`: the route threw (the answer is the error's).
-    func record(route: String, method: HTTPRequest.Method, status: Int, nanoseconds: Int64, failed: Bool) {
+    func record(route: String, method: HTTPRequest.Method, status: Int, elapsed: Duration, failed: Bool) {
         let endpoint = Endpoint(route: route, method: method, status: status)
         let recorders = endpoints.withLock { recorders in
             if let known = recorders[endpoint] { return known }
@@ -53,7 +52,8 @@ final class RequestMetrics: Sendable {
             return made
         }
         recorders.requests.increment()
-        recorders.duration.recordNanoseconds(nanoseconds)
+        let (seconds, attoseconds) = elapsed.components
+        recorders.duration.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         guard failed else { return }
         let counter = errors.withLock { counters in
             if let known = counters[endpoint] { return known }
