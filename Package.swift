@@ -49,13 +49,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Text in bytes, strictly: base64url (JWTs of Connect and Forge, viewer tickets), hex
+        // digits, ASCII blanks and case.
+        .target(name: "TextCoding"),
         // The Atlassian Connect protocol: qsh, JWT verification and signing, descriptor, install keys.
-        // Base64url on bytes, for JWTs (Connect's, Forge's) and viewer tickets.
-        .target(name: "Base64URLCoding"),
         .target(
             name: "Connect",
             dependencies: [
-                "Base64URLCoding",
+                "TextCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -69,7 +70,7 @@ let package = Package(
         .target(
             name: "Forge",
             dependencies: [
-                "Base64URLCoding",
+                "TextCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -90,7 +91,7 @@ let package = Package(
             name: "Presence",
             dependencies: [
                 "Libpq",
-                "Base64URLCoding",
+                "TextCoding",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -117,7 +118,7 @@ let package = Package(
             name: "DevHost",
             dependencies: [
                 "Connect",
-                "Base64URLCoding",
+                "TextCoding",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -132,6 +133,7 @@ let package = Package(
             name: "WhosLookingApp",
             dependencies: [
                 "Libpq",
+                "TextCoding",
                 "EmbeddedPostgres",
                 "Connect",
                 "Forge",
@@ -176,7 +178,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "Libpq",
-                "Base64URLCoding",
+                "TextCoding",
                 "Connect",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -195,7 +197,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConnectTests",
-            dependencies: ["Connect", "Base64URLCoding", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
+            dependencies: ["Connect", "TextCoding", "TestSupport", .product(name: "JWTKit", package: "jwt-kit")]
         ),
         // The whole path in a real browser: devhost, signed install, iframe, heartbeats, expiry, names.
         .testTarget(
@@ -212,7 +214,7 @@ let package = Package(
             name: "WhosLookingAppTests",
             dependencies: [
                 "WhosLookingApp",
-                "Base64URLCoding",
+                "TextCoding",
                 "Forge",
                 "Tenants",
                 "Presence",

@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Foundation
 import JWTKit
 
@@ -61,10 +61,10 @@ public struct UnverifiedToken: Sendable {
     public init(_ token: String) throws(TokenRejection) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3,
-              let headerData = Data(base64URL: parts[0]),
-              let header = try? JSONDecoder().decode(Header.self, from: headerData),
-              let claimsData = Data(base64URL: parts[1]),
-              let claims = try? JSONDecoder().decode(ConnectClaims.self, from: claimsData)
+            let headerData = Data(base64URL: parts[0]),
+            let header = try? JSONDecoder().decode(Header.self, from: headerData),
+            let claimsData = Data(base64URL: parts[1]),
+            let claims = try? JSONDecoder().decode(ConnectClaims.self, from: claimsData)
         else { throw .malformed }
         // The issuer picks the tenant, so it reaches the database before anything is verified:
         // only something that can be a client key goes on (1 to 255 bytes, no control characters;

@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Foundation
 
 /// What `whoslooking jwt …` prints: the tools for the first pain of every Connect developer,

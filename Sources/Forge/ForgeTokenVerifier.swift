@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Foundation
 import JWTKit
 
@@ -83,15 +83,11 @@ public struct ForgeTokenVerifier: Sendable {
     /// The token of `Bearer <token>` (the scheme in any case), without surrounding blanks.
     static func bearerToken(_ value: String) -> Substring? {
         let utf8 = value.utf8
-        let scheme = "bearer".utf8
-        guard utf8.count > scheme.count, zip(utf8, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        let afterScheme = utf8.index(utf8.startIndex, offsetBy: scheme.count)
-        guard isBlank(utf8[afterScheme]) else { return nil }
-        guard let start = utf8[afterScheme...].firstIndex(where: { !isBlank($0) }),
-            let last = utf8[start...].lastIndex(where: { !isBlank($0) })
+        guard let afterScheme = utf8.index(utf8.startIndex, offsetBy: 6, limitedBy: utf8.endIndex), afterScheme < utf8.endIndex,
+            ASCII.equalsIgnoringCase(utf8[..<afterScheme], "bearer"), ASCII.isBlank(utf8[afterScheme])
         else { return nil }
-        return value[start...last]
+        let token = ASCII.trimmingBlanks(utf8[afterScheme...])
+        return token.isEmpty ? nil : value[token.startIndex..<token.endIndex]
     }
 
     func check(_ claims: ForgeInvocationClaims) throws(ForgeTokenRejection) -> ForgeInvocation {

@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Crypto
 import Foundation
 

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import TextCoding
 
 /// Headers every answer carries, error answers included (the router's own 404s and every
 /// refusal): `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and a
@@ -105,16 +106,8 @@ struct SecurityHeaders: Sendable {
     static func isHTML(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let utf8 = contentType.utf8
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        let end = utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex
-        guard let first = utf8[..<end].firstIndex(where: { !isBlank($0) }), let last = utf8[first..<end].lastIndex(where: { !isBlank($0) })
-        else { return false }
-        let mediaType = utf8[first...last]
-        func equalsIgnoringCase(_ expected: String) -> Bool {
-            mediaType.count == expected.utf8.count
-                && zip(mediaType, expected.utf8).allSatisfy { $0 == $1 || ((0x41...0x5A).contains($0) && $0 | 0x20 == $1) }
-        }
-        return equalsIgnoringCase("text/html") || equalsIgnoringCase("application/xhtml+xml")
+        let mediaType = ASCII.trimmingBlanks(utf8[..<(utf8.firstIndex(of: UInt8(ascii: ";")) ?? utf8.endIndex)])
+        return ASCII.equalsIgnoringCase(mediaType, "text/html") || ASCII.equalsIgnoringCase(mediaType, "application/xhtml+xml")
     }
 
     /// `scheme://host[:port]` of an absolute http(s) URL.
@@ -175,7 +168,7 @@ enum RequestTarget {
             let byte = bytes[index]
             if byte < 0x20 || byte == 0x7F { return true }
             if byte == UInt8(ascii: "%"), index + 2 < bytes.count,
-                let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2])
+                let high = ASCII.hexValue(bytes[index + 1]), let low = ASCII.hexValue(bytes[index + 2])
             {
                 let value = high << 4 | low
                 if value < 0x20 || value == 0x7F { return true }
@@ -185,14 +178,5 @@ enum RequestTarget {
             index += 1
         }
         return false
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

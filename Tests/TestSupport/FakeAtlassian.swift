@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Connect
 import Crypto
 import _CryptoExtras
@@ -47,7 +47,8 @@ public final class FakeAtlassian: Sendable {
         router.add(middleware: CountingMiddleware(fetches: fetches, delay: delay))
         router.get("keys/:kid") { _, context -> Response in
             guard context.parameters.get("kid") == published.kid else { return Response(status: .notFound) }
-            return Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: published.publicKeyPEM)))
+            return Response(
+                status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: published.publicKeyPEM)))
         }
         return try await LiveServer.run(router: router) { port in
             try await body("http://127.0.0.1:\(port)/keys")
@@ -58,7 +59,9 @@ public final class FakeAtlassian: Sendable {
         let fetches: KeyFetches?
         let delay: Duration
 
-        func handle(_ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response) async throws -> Response {
+        func handle(
+            _ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response
+        ) async throws -> Response {
             let path = request.uri.path
             await fetches?.add(path.hasPrefix("/keys/") ? String(path.dropFirst("/keys/".count)) : path)
             if delay > .zero { try await Task.sleep(for: delay) }
@@ -80,7 +83,8 @@ public final class FakeAtlassian: Sendable {
     ) async throws -> String {
         let key = key ?? published
         let keys = JWTKeyCollection()
-        await keys.add(rsa: try Insecure.RSA.PrivateKey(backing: key.privateKey), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid ?? key.kid))
+        await keys.add(
+            rsa: try Insecure.RSA.PrivateKey(backing: key.privateKey), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid ?? key.kid))
         let claims = ConnectClaims(
             iss: clientKey,
             aud: .init([audience]),
@@ -101,7 +105,9 @@ public final class FakeAtlassian: Sendable {
 /// down gracefully: cancelling the server task instead can trip NIO's "deinited
 /// NIOAsyncWriter" assertion when a connection is still queued.
 public enum LiveServer {
-    public static func run<Result: Sendable>(router: Router<BasicRequestContext>, _ body: @Sendable (Int) async throws -> Result) async throws -> Result {
+    public static func run<Result: Sendable>(
+        router: Router<BasicRequestContext>, _ body: @Sendable (Int) async throws -> Result
+    ) async throws -> Result {
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let app = Application(
             router: router,

@@ -1,5 +1,5 @@
 import AsyncHTTPClient
-import Base64URLCoding
+import TextCoding
 import Connect
 import Crypto
 import Foundation

@@ -1,4 +1,4 @@
-import Base64URLCoding
+import TextCoding
 import Connect
 import Crypto
 import Foundation
@@ -26,15 +26,18 @@ struct ViewerTicketTests {
     }
 
     @Test func aVersionOneTicketFromBeforeTheUpgradeStillVerifies() throws {
-        let old = ViewerTicket(tenant: "jira:a", issueID: "1", issueKey: "A-1", accountID: "acc", tabID: "tab",
-                               expires: Date().timeIntervalSince1970 + 60)
+        let old = ViewerTicket(
+            tenant: "jira:a", issueID: "1", issueKey: "A-1", accountID: "acc", tabID: "tab",
+            expires: Date().timeIntervalSince1970 + 60)
         let json = try JSONEncoder().encode(old)
         #expect(try signer.verify(signedWithOurKey(Array(json))) == old)
     }
 
     @Test func payloadsThatDoNotParseAreMalformedEvenWhenSigned() throws {
-        let good = ViewerTicket(tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b",
-                                expires: Date().timeIntervalSince1970 + 60).binaryPayload
+        let good = ViewerTicket(
+            tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b",
+            expires: Date().timeIntervalSince1970 + 60
+        ).binaryPayload
         var unknownVersion = good
         unknownVersion[0] = 9
         var badUTF8 = good
@@ -87,7 +90,8 @@ struct ViewerTicketTests {
 
     @Test func aVersionTwoTicketStillVerifiesAndItsRenewalsAreCapped() throws {
         let now = Date()
-        let old = ViewerTicket(tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b", expires: (now.timeIntervalSince1970 + 60).rounded(.down))
+        let old = ViewerTicket(
+            tenant: "t", issueID: "1", issueKey: "A-1", accountID: "a", tabID: "b", expires: (now.timeIntervalSince1970 + 60).rounded(.down))
         #expect(old.binaryPayload.first == 2)
         #expect(try signer.verify(signedWithOurKey(old.binaryPayload), now: now) == old)
         let renewed = try signer.verify(signer.refresh(old, now: now), now: now)
