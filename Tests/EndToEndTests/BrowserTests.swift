@@ -37,12 +37,14 @@ struct BrowserTests {
         }
 
         func lastSeen(_ account: String) async throws -> Date? {
-            try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE NOT gone AND account_id = \(account)")[0].decode(Date?.self, "seen")
+            try await pool.query("SELECT max(last_seen) AS seen FROM viewers WHERE NOT gone AND account_id = \(account)")[0].decode(
+                Date?.self, "seen")
         }
 
         /// Whether all of the account's tabs are recorded as away (false without any).
         func away(_ account: String) async throws -> Bool {
-            try await pool.query("SELECT coalesce(bool_and(away_since IS NOT NULL), false) AS away FROM viewers WHERE NOT gone AND account_id = \(account)")[0]
+            try await pool.query(
+                "SELECT coalesce(bool_and(away_since IS NOT NULL), false) AS away FROM viewers WHERE NOT gone AND account_id = \(account)")[0]
                 .decode(Bool.self, "away")
         }
 
@@ -53,8 +55,7 @@ struct BrowserTests {
 
     func withStack(_ body: (Stack) async throws -> Void) async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
-            let appPort = Int.random(in: 20_000..<30_000)
-            let devhostPort = appPort + 10_000
+            let (appPort, devhostPort) = try FreePort.pair()
             let appURL = "http://localhost:\(appPort)"
             let devhostURL = "http://localhost:\(devhostPort)"
             let app = try ChildService(

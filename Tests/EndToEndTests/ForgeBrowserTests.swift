@@ -98,8 +98,7 @@ struct ForgeBrowserTests {
 
     func withStack(_ body: (Stack) async throws -> Void) async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
-            let appPort = Int.random(in: 20_000..<30_000)
-            let devhostPort = appPort + 10_000
+            let (appPort, devhostPort) = try FreePort.pair()
             let appURL = "http://localhost:\(appPort)"
             let devhostURL = "http://localhost:\(devhostPort)"
             let forgeAppID = "ari:cloud:ecosystem::app/\(UUID().uuidString.lowercased())"
@@ -253,12 +252,13 @@ struct ForgeBrowserTests {
             func colours() async throws -> (mode: String, background: Double, text: Double) {
                 try await alice.enterFrame("#forge-panel")
                 defer { Task { try? await alice.enterFrame(nil) } }
-                let value = try await alice.execute(
-                    """
-                    var name = document.querySelector('li.viewer .name');
-                    return [document.documentElement.getAttribute('data-color-mode') || '',
-                            getComputedStyle(document.body).backgroundColor, name ? getComputedStyle(name).color : ''];
-                    """) as? [String] ?? []
+                let value =
+                    try await alice.execute(
+                        """
+                        var name = document.querySelector('li.viewer .name');
+                        return [document.documentElement.getAttribute('data-color-mode') || '',
+                                getComputedStyle(document.body).backgroundColor, name ? getComputedStyle(name).color : ''];
+                        """) as? [String] ?? []
                 // Brightness of "rgb(r, g, b)" as the sum of its channels (0 black, 765 white).
                 func brightness(_ css: String) -> Double {
                     css.split(whereSeparator: { !"0123456789.".contains($0) }).prefix(3).compactMap { Double($0) }.reduce(0, +)

@@ -83,9 +83,9 @@ struct LiveBrowserTests {
     /// devhost that installs the first (Connect and Forge) and knows both (`--app` twice).
     func withStack(_ body: (Stack) async throws -> Void) async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
-            let firstPort = Int.random(in: 20_000..<29_000)
-            let ports = [firstPort, firstPort + 1]
-            let devhostPort = firstPort + 10_000
+            let free = try FreePort.next(3)
+            let ports = Array(free.prefix(2))
+            let devhostPort = free[2]
             let appURLs = ports.map { "http://localhost:\($0)" }
             let devhostURL = "http://localhost:\(devhostPort)"
             let forgeAppID = "ari:cloud:ecosystem::app/\(UUID().uuidString.lowercased())"

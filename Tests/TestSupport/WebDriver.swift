@@ -20,7 +20,7 @@ public struct WebDriver: Sendable {
         else {
             throw Failure(description: "chromedriver is missing: scripts/test installs chromium and chromium-driver")
         }
-        let port = Int.random(in: 40_000..<50_000)
+        let port = try FreePort.next()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--port=\(port)", "--allowed-ips=127.0.0.1"]

@@ -391,7 +391,7 @@ struct RunningApp: Sendable {
 
     private static func run(conninfo: String, environment: [String: String], _ body: @Sendable (RunningApp) async throws -> Void) async throws {
         let key = SecretBox.generateKey()
-        let port = Int.random(in: 20_000..<40_000)
+        let port = try FreePort.next()
         let service = try ChildService(
             arguments: ["serve"],
             environment: [

@@ -8,13 +8,15 @@ struct EmbeddedServeTests {
     @Test func startsAnswersReadyAndLeavesNoPostgresAfterSIGTERM() async throws {
         let folder = URL(fileURLWithPath: "/tmp/wl-serve-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: folder) }
-        let port = Int.random(in: 20_000..<40_000)
-        let service = try ChildService(arguments: [], environment: [
-            "DATABASE_URL": "",
-            "DATA_DIR": folder.path,
-            "PORT": String(port),
-            "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-        ], name: "embedded-serve")
+        let port = try FreePort.next()
+        let service = try ChildService(
+            arguments: [],
+            environment: [
+                "DATABASE_URL": "",
+                "DATA_DIR": folder.path,
+                "PORT": String(port),
+                "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
+            ], name: "embedded-serve")
         defer { service.stop() }
 
         let ready = await ChildService.waitFor("http://127.0.0.1:\(port)/readyz")
@@ -39,7 +41,7 @@ struct EmbeddedServeTests {
     /// Alive and not a zombie waiting for its (re)parent to reap it.
     func isRunning(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let afterName = stat.range(of: ") ")
+            let afterName = stat.range(of: ") ")
         else { return false }
         return stat[afterName.upperBound...].first != "Z"
     }

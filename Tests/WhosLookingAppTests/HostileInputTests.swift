@@ -235,7 +235,7 @@ struct HostileInputTests {
     @Test(arguments: ["text", "json"])
     func aForgedLogLineNeverReachesTheLog(format: String) async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
-            let port = Int.random(in: 20_000..<40_000)
+            let port = try FreePort.next()
             let service = try ChildService(
                 arguments: ["serve"],
                 environment: [

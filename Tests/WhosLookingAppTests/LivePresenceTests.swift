@@ -161,7 +161,9 @@ struct LivePresenceTests {
                 return try await group.reduce(into: [Duration]()) { if let took = $1 { $0.append(took) } }
             }
             #expect(took.count == 8)
-            #expect(took.allSatisfy { $0 >= .milliseconds(950) && $0 < .milliseconds(1600) }, "\(took)")
+            // Never early; late only by the machine's scheduling (a wait stuck behind an answered
+            // one would not end at all).
+            #expect(took.allSatisfy { $0 >= .milliseconds(950) && $0 < .milliseconds(2500) }, "\(took)")
             #expect(room.waiting == 0)
         }
     }

@@ -85,7 +85,7 @@ struct OperationsTests {
 
     @Test func jsonLogsOneLinePerRequestWithoutTokens() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
-            let port = Int.random(in: 20_000..<40_000)
+            let port = try FreePort.next()
             let app = try ChildService(
                 arguments: ["serve"],
                 environment: [
@@ -122,7 +122,7 @@ struct OperationsTests {
 
     /// Two `whoslooking serve` processes on one database with one key, both ready.
     static func startInstances(conninfo: String, key: String, name: String, environment: [String: String]) async throws -> ([Int], [ChildService]) {
-        let ports = [Int.random(in: 20_000..<30_000), Int.random(in: 30_000..<40_000)]
+        let ports = try FreePort.next(2)
         let instances = try ports.map { port in
             try ChildService(
                 arguments: ["serve"],

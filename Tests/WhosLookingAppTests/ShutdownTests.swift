@@ -40,7 +40,7 @@ struct ShutdownTests {
     @Test func sigtermUnderHeartbeatLoadAnswersEveryTakenRequestAndExitsZero() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
             let key = SecretBox.generateKey()
-            let port = Int.random(in: 20_000..<40_000)
+            let port = try FreePort.next()
             let app = try ChildService(
                 arguments: ["serve"],
                 environment: [

@@ -158,7 +158,7 @@ struct ServedApp {
             let key = SecretBox.generateKey()
             var lastFailure = ""
             for _ in 0..<3 {
-                let port = Int.random(in: 20_000..<40_000)
+                let port = try FreePort.next()
                 let service = try ChildService(
                     arguments: ["serve"],
                     environment: [
