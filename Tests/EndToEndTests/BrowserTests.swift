@@ -20,16 +20,15 @@ struct BrowserTests {
 
         /// What the panel lists, read inside its iframe: names as text, and avatar sources.
         func listed(_ browser: BrowserSession) async throws -> [[String: String]] {
-            try await browser.enterFrame("#app-panel")
-            defer { Task { try? await browser.enterFrame(nil) } }
-            let value = try await browser.execute(
-                """
-                return Array.from(document.querySelectorAll('.viewers .viewer')).map(function (item) {
-                  return { name: item.querySelector('.name').textContent, avatar: item.querySelector('img').getAttribute('src'),
-                           you: item.classList.contains('you') ? 'yes' : 'no' };
-                });
-                """)
-            return value as? [[String: String]] ?? []
+            try await browser.inFrame("#app-panel") {
+                try await browser.execute(
+                    """
+                    return Array.from(document.querySelectorAll('.viewers .viewer')).map(function (item) {
+                      return { name: item.querySelector('.name').textContent, avatar: item.querySelector('img').getAttribute('src'),
+                               you: item.classList.contains('you') ? 'yes' : 'no' };
+                    });
+                    """) as? [[String: String]] ?? []
+            }
         }
 
         func names(_ browser: BrowserSession) async -> [String] {
@@ -77,14 +76,18 @@ struct BrowserTests {
                 devhost.stop()
                 app.stop()
             }
-            defer { Task { await pool.close() } }
-            #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
-            let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("— installed") }
-            #expect(installed, "devhost never installed the app:\n\(devhost.output)\n\(app.output)")
-            try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
-            await driver.shutdown(chromedriver)
-            await app.stopAndWait()
-            await devhost.stopAndWait()
+            try await ensuring {
+                #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
+                let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("— installed") }
+                #expect(installed, "devhost never installed the app:\n\(devhost.output)\n\(app.output)")
+                try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
+            } cleanup: {
+                // Ends the browsers too, whatever the test left open.
+                await driver.shutdown(chromedriver)
+                await pool.close()
+                await app.stopAndWait()
+                await devhost.stopAndWait()
+            }
         }
     }
 
@@ -92,11 +95,6 @@ struct BrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -179,17 +177,11 @@ struct BrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
             func status(_ browser: BrowserSession) async -> String {
-                guard (try? await browser.enterFrame("#app-panel")) != nil else { return "" }
-                defer { Task { try? await browser.enterFrame(nil) } }
-                return
-                    (try? await browser.execute("var s = document.querySelector('.status'); return s && !s.hidden ? s.textContent : '';") as? String)
-                    ?? ""
+                let text = try? await browser.inFrame("#app-panel") {
+                    try await browser.execute("var s = document.querySelector('.status'); return s && !s.hidden ? s.textContent : '';") as? String
+                }
+                return text.flatMap { $0 } ?? ""
             }
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -230,11 +222,6 @@ struct BrowserTests {
         try await withStack { stack in
             let zed = try await stack.driver.newSession()
             let alice = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await zed.quit(); await alice.quit()
-                }
-            }
             let name = "Zed\"\u{200D} data-injected=yes x=\""
             try await zed.navigate(stack.issueURL("DEMO-2", as: "zed"))
             let named = await eventually { await stack.names(zed) == [name] }
@@ -258,7 +245,6 @@ struct BrowserTests {
     @Test func aNameMadeOfMarkupShowsAsText() async throws {
         try await withStack { stack in
             let mallory = try await stack.driver.newSession()
-            defer { Task { await mallory.quit() } }
             try await mallory.navigate(stack.issueURL("DEMO-2", as: "mallory"))
             let markup = #"<img src=x onerror=alert(1)>"#
             let shown = await eventually { await stack.names(mallory) == [markup] }

@@ -33,16 +33,16 @@ struct ForgeBrowserTests {
 
         /// What the panel lists, read inside its iframe: account ids, names as text, `you`.
         func listed(_ browser: BrowserSession) async throws -> [Viewer] {
-            try await browser.enterFrame("#forge-panel")
-            defer { Task { try? await browser.enterFrame(nil) } }
-            let value = try await browser.execute(
-                """
-                return Array.from(document.querySelectorAll('ul.viewers li.viewer')).map(function (item) {
-                  var name = item.querySelector('.name');
-                  return { accountId: item.getAttribute('data-account-id') || '', name: name ? name.textContent : '',
-                           you: item.classList.contains('you') ? 'yes' : 'no' };
-                });
-                """)
+            let value = try await browser.inFrame("#forge-panel") {
+                try await browser.execute(
+                    """
+                    return Array.from(document.querySelectorAll('ul.viewers li.viewer')).map(function (item) {
+                      var name = item.querySelector('.name');
+                      return { accountId: item.getAttribute('data-account-id') || '', name: name ? name.textContent : '',
+                               you: item.classList.contains('you') ? 'yes' : 'no' };
+                    });
+                    """)
+            }
             return (value as? [[String: String]] ?? []).map {
                 Viewer(accountId: $0["accountId"] ?? "", name: $0["name"] ?? "", you: $0["you"] == "yes")
             }
@@ -66,9 +66,10 @@ struct ForgeBrowserTests {
 
         /// The panel's `#status` text.
         func status(_ browser: BrowserSession) async -> String {
-            guard (try? await browser.enterFrame("#forge-panel")) != nil else { return "" }
-            defer { Task { try? await browser.enterFrame(nil) } }
-            return (try? await browser.execute("var s = document.getElementById('status'); return s ? s.textContent : '';") as? String) ?? ""
+            let text = try? await browser.inFrame("#forge-panel") {
+                try await browser.execute("var s = document.getElementById('status'); return s ? s.textContent : '';") as? String
+            }
+            return text.flatMap { $0 } ?? ""
         }
 
         func rows(_ account: String) async throws -> Int {
@@ -126,14 +127,18 @@ struct ForgeBrowserTests {
                 devhost.stop()
                 app.stop()
             }
-            defer { Task { await pool.close() } }
-            #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
-            let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("Forge — installed") }
-            #expect(installed, "devhost never installed the Forge app:\n\(devhost.output)\n\(app.output)")
-            try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
-            await driver.shutdown(chromedriver)
-            await app.stopAndWait()
-            await devhost.stopAndWait()
+            try await ensuring {
+                #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
+                let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("Forge — installed") }
+                #expect(installed, "devhost never installed the Forge app:\n\(devhost.output)\n\(app.output)")
+                try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
+            } cleanup: {
+                // Ends the browsers too, whatever the test left open.
+                await driver.shutdown(chromedriver)
+                await pool.close()
+                await app.stopAndWait()
+                await devhost.stopAndWait()
+            }
         }
     }
 
@@ -141,11 +146,6 @@ struct ForgeBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -178,11 +178,6 @@ struct ForgeBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             #expect(await eventually { await stack.accounts(alice) == ["alice"] }, "Alice does not see herself")
@@ -220,11 +215,6 @@ struct ForgeBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob"))
@@ -248,17 +238,15 @@ struct ForgeBrowserTests {
     @Test func thePanelFollowsJirasLightAndDarkTheme() async throws {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
-            defer { Task { await alice.quit() } }
             func colours() async throws -> (mode: String, background: Double, text: Double) {
-                try await alice.enterFrame("#forge-panel")
-                defer { Task { try? await alice.enterFrame(nil) } }
-                let value =
+                let value = try await alice.inFrame("#forge-panel") {
                     try await alice.execute(
                         """
                         var name = document.querySelector('li.viewer .name');
                         return [document.documentElement.getAttribute('data-color-mode') || '',
                                 getComputedStyle(document.body).backgroundColor, name ? getComputedStyle(name).color : ''];
                         """) as? [String] ?? []
+                }
                 // Brightness of "rgb(r, g, b)" as the sum of its channels (0 black, 765 white).
                 func brightness(_ css: String) -> Double {
                     css.split(whereSeparator: { !"0123456789.".contains($0) }).prefix(3).compactMap { Double($0) }.reduce(0, +)
@@ -282,11 +270,6 @@ struct ForgeBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let mallory = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await mallory.quit()
-                }
-            }
             let markup = #"<img src=x onerror=alert(1)>"#
 
             try await mallory.navigate(stack.issueURL("DEMO-2", as: "mallory"))
@@ -321,11 +304,6 @@ struct ForgeBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
 
             try await alice.navigate(stack.issueURL("DEMO-1", as: "alice"))
             try await bob.navigate(stack.issueURL("DEMO-1", as: "bob", collapsed: true))
@@ -356,7 +334,6 @@ struct ForgeBrowserTests {
     @Test func reinstallIsANewInstallationOnTheSameSite() async throws {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
-            defer { Task { await alice.quit() } }
             #expect(try await stack.post("/forge/uninstall-app") == 303)
             #expect(try await stack.post("/forge/reinstall-app") == 303)
             #expect(try await ChildService.get(stack.devhostURL + "/").contains("Forge — installed"))

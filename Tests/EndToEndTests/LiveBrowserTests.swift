@@ -116,18 +116,22 @@ struct LiveBrowserTests {
                 WebDriver.kill(chromedriver)
                 devhost.stop()
             }
-            for (index, app) in apps.enumerated() {
-                #expect(await ChildService.waitFor("\(appURLs[index])/readyz"), "app \(index + 1) never ready:\n\(app.output)")
+            try await ensuring {
+                for (index, app) in apps.enumerated() {
+                    #expect(await ChildService.waitFor("\(appURLs[index])/readyz"), "app \(index + 1) never ready:\n\(app.output)")
+                }
+                let installed = await eventually(timeout: .seconds(30)) {
+                    let index = try await ChildService.get(devhostURL + "/")
+                    return index.contains("— installed") && index.contains("Forge — installed")
+                }
+                #expect(installed, "devhost never installed the app both ways:\n\(devhost.output)\n\(apps[0].output)")
+                try await body(Stack(appURLs: appURLs, apps: apps, devhostURL: devhostURL, driver: driver))
+            } cleanup: {
+                // Ends the browsers too, whatever the test left open.
+                await driver.shutdown(chromedriver)
+                for app in apps { await app.stopAndWait() }
+                await devhost.stopAndWait()
             }
-            let installed = await eventually(timeout: .seconds(30)) {
-                let index = try await ChildService.get(devhostURL + "/")
-                return index.contains("— installed") && index.contains("Forge — installed")
-            }
-            #expect(installed, "devhost never installed the app both ways:\n\(devhost.output)\n\(apps[0].output)")
-            try await body(Stack(appURLs: appURLs, apps: apps, devhostURL: devhostURL, driver: driver))
-            await driver.shutdown(chromedriver)
-            for app in apps { await app.stopAndWait() }
-            await devhost.stopAndWait()
         }
     }
 
@@ -267,11 +271,6 @@ struct LiveBrowserTests {
         try await withStack { stack in
             let alice = try await stack.driver.newSession()
             let bob = try await stack.driver.newSession()
-            defer {
-                Task {
-                    await alice.quit(); await bob.quit()
-                }
-            }
             // Alice stays on instance 1 throughout, her panel frame the current one.
             try await alice.navigate(stack.issueURL(door, "DEMO-1", as: "alice", via: 1))
             try await alice.enterFrame(door.panelFrame)

@@ -57,7 +57,9 @@ public actor JiraStandIn {
     public func setBehaviour(_ behaviour: Behaviour, for site: String) { behaviours[site] = behaviour }
     /// Answers bulk lookups in pages of at most `size` users, as Jira may whatever `maxResults` asks.
     public func setBulkPageSize(_ size: Int?) { bulkPageSize = size }
-    public func setReportAnswer(_ answer: @escaping @Sendable ([String]) -> (status: Int, headers: [String: String], body: String)) { reportAnswer = answer }
+    public func setReportAnswer(_ answer: @escaping @Sendable ([String]) -> (status: Int, headers: [String: String], body: String)) {
+        reportAnswer = answer
+    }
 
     /// A user every site knows.
     public func addUser(accountId: String, displayName: String, accountType: String = "atlassian", avatar: String? = nil) {
@@ -187,4 +189,17 @@ public func eventually(timeout: Duration = .seconds(10), _ condition: () async t
         try? await Task.sleep(for: .milliseconds(50))
     }
     return (try? await condition()) == true
+}
+
+/// `body`'s outcome, after `cleanup` has run and finished, whether `body` threw or not: the
+/// awaited counterpart of `defer`, whose body cannot await.
+public func ensuring<Result>(_ body: () async throws -> Result, cleanup: () async -> Void) async throws -> Result {
+    let outcome: Swift.Result<Result, any Error>
+    do {
+        outcome = .success(try await body())
+    } catch {
+        outcome = .failure(error)
+    }
+    await cleanup()
+    return try outcome.get()
 }

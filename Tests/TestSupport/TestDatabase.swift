@@ -45,21 +45,25 @@ public enum TestDatabase {
         }
     }
 
+    /// A pool on `conninfo`, closed afterwards (thrown or not).
+    public static func withPool<Result>(
+        conninfo: String, maxConnections: Int = 2, _ body: (PostgresPool) async throws -> Result
+    ) async throws -> Result {
+        let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: maxConnections), logger: logger)
+        return try await ensuring {
+            try await body(pool)
+        } cleanup: {
+            await pool.close()
+        }
+    }
+
     /// A pool on a scratch database, closed afterwards.
     public static func withScratchPool<Result>(
         maxConnections: Int = 4,
         _ body: (PostgresPool) async throws -> Result
     ) async throws -> Result {
         try await withScratchDatabase { conninfo in
-            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: maxConnections), logger: logger)
-            do {
-                let result = try await body(pool)
-                await pool.close()
-                return result
-            } catch {
-                await pool.close()
-                throw error
-            }
+            try await withPool(conninfo: conninfo, maxConnections: maxConnections, body)
         }
     }
 }

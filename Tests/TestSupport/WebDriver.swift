@@ -110,6 +110,20 @@ public struct BrowserSession: Sendable {
         try await driver.call("POST", "/session/\(id)/frame", ["id": element])
     }
 
+    /// `body` run inside the iframe matching `selector`; back on the top page before it returns,
+    /// thrown or not, so the session's next command never lands in the wrong document.
+    public func inFrame<Result>(_ selector: String, _ body: () async throws -> Result) async throws -> Result {
+        try await enterFrame(selector)
+        let result: Swift.Result<Result, any Error>
+        do {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        try await enterFrame(nil)
+        return try result.get()
+    }
+
     public func screenshot() async throws -> Data {
         guard let base64 = try await driver.call("GET", "/session/\(id)/screenshot") as? String, let data = Data(base64Encoded: base64) else {
             throw WebDriver.Failure(description: "no screenshot")

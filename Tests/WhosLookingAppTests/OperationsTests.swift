@@ -148,35 +148,35 @@ struct OperationsTests {
             let (ports, instances) = try await Self.startInstances(
                 conninfo: conninfo, key: key, name: "instance", environment: ["SWEEP_INTERVAL_SECONDS": "1"])
             defer { instances.forEach { $0.stop() } }
-            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 1), logger: TestDatabase.logger)
-            defer { Task { await pool.close() } }
-            let migrations = try await pool.query("SELECT count(*) AS n FROM schema_migrations")[0].decode(Int.self, "n")
-            let files = try FileManager.default.contentsOfDirectory(atPath: SharedMaterial.projectRoot.appendingPathComponent("Migrations").path)
-                .filter { $0.hasSuffix(".sql") }.count
-            #expect(files >= 4)
-            #expect(migrations == files)
-            let applied = instances.map { $0.output.components(separatedBy: "applied migration").count - 1 }
-            #expect(applied.reduce(0, +) == files, "each migration applied once in all: \(applied)")
+            try await TestDatabase.withPool(conninfo: conninfo, maxConnections: 1) { pool in
+                let migrations = try await pool.query("SELECT count(*) AS n FROM schema_migrations")[0].decode(Int.self, "n")
+                let files = try FileManager.default.contentsOfDirectory(atPath: SharedMaterial.projectRoot.appendingPathComponent("Migrations").path)
+                    .filter { $0.hasSuffix(".sql") }.count
+                #expect(files >= 4)
+                #expect(migrations == files)
+                let applied = instances.map { $0.output.components(separatedBy: "applied migration").count - 1 }
+                #expect(applied.reduce(0, +) == files, "each migration applied once in all: \(applied)")
 
-            try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
+                try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
 
-            func panel(_ account: String, on port: Int) async throws -> String {
-                try #require(TestApp.ticket(in: try await ChildService.get("http://127.0.0.1:\(port)\(try Self.panelURI(account))")))
+                func panel(_ account: String, on port: Int) async throws -> String {
+                    try #require(TestApp.ticket(in: try await ChildService.get("http://127.0.0.1:\(port)\(try Self.panelURI(account))")))
+                }
+                func heartbeat(_ ticket: String, on port: Int) async throws -> [String] {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/issues/10001/heartbeat")
+                    request.method = .POST
+                    request.headers.add(name: "Authorization", value: "Ticket \(ticket)")
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+                    let body = try await response.body.collect(upTo: 1 << 20)
+                    let json = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
+                    return (json?["viewers"] as? [[String: Any]])?.compactMap { $0["accountId"] as? String } ?? []
+                }
+                let alice = try await panel("alice", on: ports[0])
+                #expect(try await heartbeat(alice, on: ports[1]) == ["alice"], "a viewer recorded through one instance is listed by the other")
+                let bob = try await panel("bob", on: ports[1])
+                #expect(try await heartbeat(alice, on: ports[0]) == ["alice", "bob"])
+                #expect(try await heartbeat(bob, on: ports[0]) == ["bob", "alice"])
             }
-            func heartbeat(_ ticket: String, on port: Int) async throws -> [String] {
-                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/issues/10001/heartbeat")
-                request.method = .POST
-                request.headers.add(name: "Authorization", value: "Ticket \(ticket)")
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
-                let body = try await response.body.collect(upTo: 1 << 20)
-                let json = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
-                return (json?["viewers"] as? [[String: Any]])?.compactMap { $0["accountId"] as? String } ?? []
-            }
-            let alice = try await panel("alice", on: ports[0])
-            #expect(try await heartbeat(alice, on: ports[1]) == ["alice"], "a viewer recorded through one instance is listed by the other")
-            let bob = try await panel("bob", on: ports[1])
-            #expect(try await heartbeat(alice, on: ports[0]) == ["alice", "bob"])
-            #expect(try await heartbeat(bob, on: ports[0]) == ["bob", "alice"])
         }
     }
 
@@ -196,45 +196,45 @@ struct OperationsTests {
                         "PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/",
                     ])
                 defer { instances.forEach { $0.stop() } }
-                let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
-                defer { Task { await pool.close() } }
-                try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
-                let reported = Mutex<[String]>([])
-                await jira.setReportAnswer { accounts in
-                    reported.withLock { $0.append(contentsOf: accounts) }
-                    return (204, [:], "")
-                }
+                try await TestDatabase.withPool(conninfo: conninfo) { pool in
+                    try await TenantRepository(pool: pool, secrets: try SecretBox(base64Key: key)).install(Self.tenant)
+                    let reported = Mutex<[String]>([])
+                    await jira.setReportAnswer { accounts in
+                        reported.withLock { $0.append(contentsOf: accounts) }
+                        return (204, [:], "")
+                    }
 
-                // The test holds both locks on a session of its own, as a third instance would.
-                try await pool.withConnection { holder in
-                    try await holder.query(
-                        "SELECT pg_advisory_lock(\(PresenceRepository.sweepLockKey)), pg_advisory_lock(\(PersonalDataReporter.reportLockKey))")
-                    try await pool.query(
-                        """
-                        INSERT INTO viewers (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen)
-                        VALUES (\(Self.tenant.clientKey), '10001', 'OPS-1', 'gone', 't', now() - interval '1 hour', now() - interval '1 hour')
-                        """)
-                    try await pool.query(
-                        """
-                        INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
-                        SELECT \(Self.tenant.clientKey), 'account-' || n, 'found', 'Person ' || n, now(), now() + interval '1 day'
-                        FROM generate_series(1, 150) AS n
-                        """)
-                    try await Task.sleep(for: .seconds(3))  // three sweep ticks and two or more report runs of each instance
-                    let stale = try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n")
-                    #expect(stale == 1, "an instance swept while another held the sweep lock")
-                    #expect(reported.withLock { $0 }.isEmpty, "an instance reported while another held the report lock")
-                    try await holder.query("SELECT pg_advisory_unlock_all()")
+                    // The test holds both locks on a session of its own, as a third instance would.
+                    try await pool.withConnection { holder in
+                        try await holder.query(
+                            "SELECT pg_advisory_lock(\(PresenceRepository.sweepLockKey)), pg_advisory_lock(\(PersonalDataReporter.reportLockKey))")
+                        try await pool.query(
+                            """
+                            INSERT INTO viewers (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen)
+                            VALUES (\(Self.tenant.clientKey), '10001', 'OPS-1', 'gone', 't', now() - interval '1 hour', now() - interval '1 hour')
+                            """)
+                        try await pool.query(
+                            """
+                            INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
+                            SELECT \(Self.tenant.clientKey), 'account-' || n, 'found', 'Person ' || n, now(), now() + interval '1 day'
+                            FROM generate_series(1, 150) AS n
+                            """)
+                        try await Task.sleep(for: .seconds(3))  // three sweep ticks and two or more report runs of each instance
+                        let stale = try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n")
+                        #expect(stale == 1, "an instance swept while another held the sweep lock")
+                        #expect(reported.withLock { $0 }.isEmpty, "an instance reported while another held the report lock")
+                        try await holder.query("SELECT pg_advisory_unlock_all()")
+                    }
+                    let swept = await eventually(timeout: .seconds(10)) {
+                        try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 0
+                    }
+                    #expect(swept, "nobody swept after the lock was released")
+                    let all = await eventually(timeout: .seconds(15)) { Set(reported.withLock { $0 }).count == 150 }
+                    #expect(all, "reported \(Set(reported.withLock { $0 }).count) of 150")
+                    try await Task.sleep(for: .seconds(2))  // more runs of both: nothing reported twice
+                    let counts = Dictionary(grouping: reported.withLock { $0 }, by: { $0 }).mapValues(\.count)
+                    #expect(counts.values.allSatisfy { $0 == 1 }, "reported twice: \(counts.filter { $0.value > 1 }.keys.sorted().prefix(5))")
                 }
-                let swept = await eventually(timeout: .seconds(10)) {
-                    try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 0
-                }
-                #expect(swept, "nobody swept after the lock was released")
-                let all = await eventually(timeout: .seconds(15)) { Set(reported.withLock { $0 }).count == 150 }
-                #expect(all, "reported \(Set(reported.withLock { $0 }).count) of 150")
-                try await Task.sleep(for: .seconds(2))  // more runs of both: nothing reported twice
-                let counts = Dictionary(grouping: reported.withLock { $0 }, by: { $0 }).mapValues(\.count)
-                #expect(counts.values.allSatisfy { $0 == 1 }, "reported twice: \(counts.filter { $0.value > 1 }.keys.sorted().prefix(5))")
             }
         }
     }
