@@ -2,7 +2,7 @@ import Testing
 import TextCoding
 
 /// The shared ASCII helpers behind percent escapes, JSON escapes and header values.
-@Suite("ASCII on bytes")
+@Suite("ASCII on bytes", .timeLimit(.minutes(3)))
 struct ASCIITests {
     @Test func hexDigitsAreExactlyThoseOfBothCases() {
         let lower = Array("0123456789abcdef".utf8)

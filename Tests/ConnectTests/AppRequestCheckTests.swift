@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// Our outbound signer against the product-side check both Jira stand-ins use (jwt-kit verifies).
-@Suite("App request check")
+@Suite("App request check", .timeLimit(.minutes(3)))
 struct AppRequestCheckTests {
     let signer = JiraRequestSigner(appKey: "whos-looking")
     let secret = "a-shared-secret-of-at-least-32-bytes!"

@@ -3,7 +3,7 @@ import Connect
 import Foundation
 import Testing
 
-@Suite("Base64url")
+@Suite("Base64url", .timeLimit(.minutes(3)))
 struct Base64URLTests {
     /// Foundation's base64 with the URL alphabet and no padding: the reference to agree with.
     static func reference(_ bytes: [UInt8]) -> String {

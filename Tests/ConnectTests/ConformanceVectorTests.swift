@@ -4,7 +4,7 @@ import TestSupport
 import Testing
 
 /// Atlassian's JWT/qsh interoperability vectors (../shared/conformance/jwt-signed-urls.json).
-@Suite("Atlassian qsh and JWT conformance vectors")
+@Suite("Atlassian qsh and JWT conformance vectors", .timeLimit(.minutes(3)))
 struct ConformanceVectorTests {
     struct Vectors: Decodable {
         struct Vector: Decodable {

@@ -3,7 +3,7 @@ import Foundation
 import TestSupport
 import Testing
 
-@Suite("The app descriptor")
+@Suite("The app descriptor", .timeLimit(.minutes(3)))
 struct DescriptorTests {
     let descriptor = AppDescriptor(appKey: "whos-looking", baseURL: "https://presence.example.com")
 

@@ -8,7 +8,7 @@ import Testing
 /// to `/installed` chooses it: fetches are bounded by the kid's form, a bounded memory of
 /// unknown kids, a limit per window for all kids, and one fetch at a time per kid. Each test
 /// counts what a real local key server was asked.
-@Suite("Install key fetching")
+@Suite("Install key fetching", .timeLimit(.minutes(3)))
 struct InstallKeyProviderTests {
     static let logger: Logger = {
         var logger = Logger(label: "install-keys-test")

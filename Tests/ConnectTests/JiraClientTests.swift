@@ -7,7 +7,7 @@ import Testing
 
 /// The signed outbound client against a local Jira stand-in that checks each request's JWT
 /// with jwt-kit (not our HS256 code) and recomputes the qsh from what arrived on the wire.
-@Suite("Outbound calls to Jira")
+@Suite("Outbound calls to Jira", .timeLimit(.minutes(3)))
 struct JiraClientTests {
     static let secret = "a-shared-secret-of-at-least-32-bytes!!"
 

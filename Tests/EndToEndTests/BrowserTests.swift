@@ -5,7 +5,7 @@ import Testing
 
 /// Two people in two real browsers on a local Jira issue page: descriptor, signed install,
 /// iframe JWT, heartbeats, PostgreSQL, expiry and names, all through the real executables.
-@Suite("End to end in headless Chromium", .serialized)
+@Suite("End to end in headless Chromium", .serialized, .timeLimit(.minutes(3)))
 struct BrowserTests {
     static let poll = 1
     static let ttl = 6
@@ -124,7 +124,6 @@ struct BrowserTests {
             let output = SharedMaterial.projectRoot.appendingPathComponent("test-output")
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             let png = try await alice.screenshot()
-            #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
             try png.write(to: output.appendingPathComponent("two-viewers.png"))
 
             // Bob's tab hidden: one heartbeat saying he is away (half a second after hiding, see

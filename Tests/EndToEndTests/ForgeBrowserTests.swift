@@ -8,7 +8,7 @@ import Testing
 /// pages with the Custom UI of `forge/src` in iframes, the `@forge/bridge` stand-in, FITs and
 /// system tokens, the Jira user API), the app verifies the FITs against the devhost's JWKS.
 /// All through the real executables, PostgreSQL and headless Chromium.
-@Suite("Forge end to end in headless Chromium", .serialized)
+@Suite("Forge end to end in headless Chromium", .serialized, .timeLimit(.minutes(3)))
 struct ForgeBrowserTests {
     static let poll = 1
     static let ttl = 6

@@ -19,7 +19,7 @@ import Testing
 /// browser makes headless Chromium report `document.visibilityState === "hidden"` for the tab
 /// behind it (and fire `visibilitychange`); switching back makes it visible. Every cycle checks
 /// that Bob's page saw exactly that, so no synthetic event stands in for it.
-@Suite("Live presence in headless Chromium", .serialized)
+@Suite("Live presence in headless Chromium", .serialized, .timeLimit(.minutes(3)))
 struct LiveBrowserTests {
     /// The default poll interval, set explicitly so a change of default cannot make this easy.
     static let poll = 10

@@ -6,7 +6,7 @@ import Testing
 /// Every database call has a deadline: the server's `statement_timeout`, a client-side cancel
 /// for a server that does not answer, and a bounded wait for a connection; heartbeats keep
 /// their own share of the pool.
-@Suite("Deadlines and the reserved share")
+@Suite("Deadlines and the reserved share", .timeLimit(.minutes(3)))
 struct DeadlineTests {
     /// A pool on `conninfo`; closed after `body`.
     static func withPool<Result>(

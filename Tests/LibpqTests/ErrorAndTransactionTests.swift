@@ -2,7 +2,7 @@ import Libpq
 import TestSupport
 import Testing
 
-@Suite("Server errors and transactions")
+@Suite("Server errors and transactions", .timeLimit(.minutes(3)))
 struct ErrorAndTransactionTests {
     @Test func uniqueViolationCarriesItsSQLState() async throws {
         try await TestDatabase.withScratchPool { pool in

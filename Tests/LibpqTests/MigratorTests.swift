@@ -3,7 +3,7 @@ import Libpq
 import TestSupport
 import Testing
 
-@Suite("Migrations")
+@Suite("Migrations", .timeLimit(.minutes(3)))
 struct MigratorTests {
     let first = Migrator.Migration(version: 1, fileName: "0001_counter.sql", sql: """
         CREATE TABLE counter (n integer);

@@ -4,7 +4,7 @@ import Libpq
 import TestSupport
 import Testing
 
-@Suite("The connection pool")
+@Suite("The connection pool", .timeLimit(.minutes(3)))
 struct PoolTests {
     @Test func twoHundredConcurrentQueriesOnFourConnections() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in

@@ -4,7 +4,7 @@ import Testing
 
 /// A caller that decides to wait while the pool is full, and registers only after a release
 /// that found no waiter yet, must still get the connection released meanwhile.
-@Suite("Pool wake-ups")
+@Suite("Pool wake-ups", .timeLimit(.minutes(3)))
 struct PoolWakeupTests {
     @Test func aReleaseJustBeforeAWaiterRegistersIsNotLost() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in

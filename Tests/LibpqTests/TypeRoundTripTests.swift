@@ -3,7 +3,7 @@ import Libpq
 import TestSupport
 import Testing
 
-@Suite("Values travel to PostgreSQL and back unchanged")
+@Suite("Values travel to PostgreSQL and back unchanged", .timeLimit(.minutes(3)))
 struct TypeRoundTripTests {
     @Test func everySupportedTypeRoundTrips() async throws {
         try await TestDatabase.withScratchPool { pool in
@@ -126,7 +126,7 @@ struct TypeRoundTripTests {
     }
 }
 
-@Suite("Array parameters")
+@Suite("Array parameters", .timeLimit(.minutes(3)))
 struct ArrayParameterTests {
     @Test func textArraysMatchWithAny() async throws {
         try await TestDatabase.withScratchPool { pool in

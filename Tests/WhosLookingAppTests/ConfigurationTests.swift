@@ -4,7 +4,7 @@ import Logging
 import Testing
 @testable import WhosLookingApp
 
-@Suite("Configuration from the environment")
+@Suite("Configuration from the environment", .timeLimit(.minutes(3)))
 struct ConfigurationTests {
     let migrations = ["MIGRATIONS_DIR": NSTemporaryDirectory()]
 

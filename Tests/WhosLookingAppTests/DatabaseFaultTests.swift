@@ -18,7 +18,7 @@ import Testing
 /// heartbeats answer within their deadline (503 with Retry-After when they cannot be
 /// recorded), the queue stays bounded, `/healthz` stays 200, `/readyz` answers within its
 /// budget, heartbeats keep their share of the pool, and service resumes with no restart.
-@Suite("Database faults: stalls, stops and floods")
+@Suite("Database faults: stalls, stops and floods", .timeLimit(.minutes(3)))
 struct DatabaseFaultTests {
     static let tenant = TenantInstallation(
         clientKey: "jira:faults", baseURL: URL(string: "https://faults.atlassian.net")!, productType: "jira",

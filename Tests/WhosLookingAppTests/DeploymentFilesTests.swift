@@ -6,7 +6,7 @@ import Testing
 
 /// This machine has no Docker engine, so the deployment files are checked as files: they parse,
 /// they are complete, and they set only variables the app reads.
-@Suite("Dockerfile and docker-compose.yml")
+@Suite("Dockerfile and docker-compose.yml", .timeLimit(.minutes(3)))
 struct DeploymentFilesTests {
     static let root = SharedMaterial.projectRoot
 

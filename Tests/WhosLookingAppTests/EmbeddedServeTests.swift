@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 
 /// Runs the real `whoslooking` executable with no DATABASE_URL.
-@Suite("serve with the embedded PostgreSQL")
+@Suite("serve with the embedded PostgreSQL", .timeLimit(.minutes(3)))
 struct EmbeddedServeTests {
     @Test func startsAnswersReadyAndLeavesNoPostgresAfterSIGTERM() async throws {
         let folder = URL(fileURLWithPath: "/tmp/wl-serve-\(UUID().uuidString.prefix(8))")

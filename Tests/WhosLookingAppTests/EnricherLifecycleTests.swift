@@ -174,7 +174,7 @@ final class CapturedLogs: Sendable {
 
 /// User lookups are children of the enricher's service: once its `run()` has returned (graceful
 /// shutdown or cancellation), no lookup is in flight or starts, so none outlives the pool.
-@Suite("User lookups stop with their service")
+@Suite("User lookups stop with their service", .timeLimit(.minutes(3)))
 struct EnricherLifecycleTests {
     /// Runs the enricher in a service group of its own while `body` runs, then shuts the group
     /// down gracefully; answers, once `run()` has ended, how long the shutdown took.

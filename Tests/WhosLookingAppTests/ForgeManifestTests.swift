@@ -6,7 +6,7 @@ import Testing
 /// app, scripts/forge-configure edits exactly its two lines, and the Custom UI under forge/src
 /// loads only what Forge's CSP serves and never parses a name as markup. There is no Forge CLI
 /// here, so these are the checks `forge lint` would make that matter to us, and a few more.
-@Suite("Forge app files")
+@Suite("Forge app files", .timeLimit(.minutes(3)))
 struct ForgeManifestTests {
     static let root = SharedMaterial.projectRoot
     static let forge = root.appendingPathComponent("forge")

@@ -13,7 +13,7 @@ import Testing
 /// The Forge remote contract (`/forge/*`) against tokens minted by jwt-kit in the tests, never
 /// by the app's code: who, which issue and which installation come from the token alone; every
 /// token failure is a 401 with a JSON reason and changes nothing.
-@Suite("Forge remote", .serialized)
+@Suite("Forge remote", .serialized, .timeLimit(.minutes(3)))
 struct ForgeRemoteTests {
     static let installation = "ari:cloud:ecosystem::installation/1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     static let otherInstallation = "ari:cloud:ecosystem::installation/9c0e28ba-2fa1-11d2-883f-0016d3cca999"

@@ -7,7 +7,7 @@ import TestSupport
 
 /// How an invocation token is taken apart before and around its RS256 check: the bearer
 /// scheme, strict base64url segments, and the bounded cache of decoded headers.
-@Suite("Forge token parsing")
+@Suite("Forge token parsing", .timeLimit(.minutes(3)))
 struct ForgeTokenParsingTests {
     @Test func theBearerSchemeIsReadInAnyCaseAndBlanksAreTrimmed() {
         #expect(ForgeTokenVerifier.bearerToken("Bearer abc.def.ghi") == "abc.def.ghi")

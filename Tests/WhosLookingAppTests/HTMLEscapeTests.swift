@@ -4,7 +4,7 @@ import Testing
 
 /// Names from Jira meet HTML in the server-rendered Connect panel: no character that ends an
 /// attribute or starts a tag may survive escaping, whatever follows it.
-@Suite("HTML escaping")
+@Suite("HTML escaping", .timeLimit(.minutes(3)))
 struct HTMLEscapeTests {
     /// Scalars that fuse with a preceding quote into one grapheme cluster.
     static let joiners: [Unicode.Scalar] = ["\u{0301}", "\u{200D}", "\u{FE0F}", "\u{20E3}", "\u{0332}", "\u{E0101}"]

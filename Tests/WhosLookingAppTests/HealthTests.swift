@@ -7,7 +7,7 @@ import TestSupport
 import Testing
 @testable import WhosLookingApp
 
-@Suite("Health and readiness")
+@Suite("Health and readiness", .timeLimit(.minutes(3)))
 struct HealthTests {
     func configuration() throws -> AppConfiguration {
         try TestApp.configuration()
@@ -19,7 +19,8 @@ struct HealthTests {
 
     @Test func healthzAndReadyzWithADatabase() async throws {
         try await TestDatabase.withScratchPool { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
+            let app = buildApplication(
+                configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
             try await app.test(.router) { client in
                 try await client.execute(uri: "/healthz", method: .get) { response in
                     #expect(response.status == .ok)
@@ -37,7 +38,8 @@ struct HealthTests {
             configuration: .init(conninfo: "host=/nonexistent/socket-folder user=nobody dbname=none", maxConnections: 1, connectTimeoutSeconds: 1),
             logger: TestDatabase.logger
         )
-        let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
+        let app = buildApplication(
+            configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
         try await app.test(.router) { client in
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
@@ -56,7 +58,8 @@ struct HealthTests {
     /// libpq blocks only the pool's own threads.
     @Test func slowQueriesDoNotDelayOtherRequests() async throws {
         try await TestDatabase.withScratchPool(maxConnections: 4) { pool in
-            let app = buildApplication(configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
+            let app = buildApplication(
+                configuration: try configuration(), pool: pool, secrets: try secrets(), metrics: TestApp.metrics, logger: TestDatabase.logger)
             try await app.test(.live) { client in
                 let finishedSleeps = Counter()
                 let sleepers = (0..<4).map { _ in
@@ -67,11 +70,12 @@ struct HealthTests {
                 }
                 // Wait until all four sleeps run on the server.
                 let admin = PostgresPool(configuration: .init(conninfo: TestDatabase.serverConninfo, maxConnections: 1), logger: TestDatabase.logger)
-                for _ in 0..<250 {
-                    let rows = try await admin.query("SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
-                    if try rows[0].decode(Int.self, "n") == 4 { break }
-                    try await Task.sleep(for: .milliseconds(20))
+                let allSleeping = await eventually {
+                    let rows = try await admin.query(
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+                    return try rows[0].decode(Int.self, "n") == 4
                 }
+                try #require(allSleeping, "the four sleeps never all ran: nothing below would be shown")
                 for _ in 0..<5 {
                     try await client.execute(uri: "/healthz", method: .get) { response in
                         #expect(response.status == .ok)

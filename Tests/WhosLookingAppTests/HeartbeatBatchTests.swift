@@ -7,7 +7,7 @@ import Testing
 
 /// Group commit against a real PostgreSQL: heartbeats arriving together share a statement,
 /// and each still gets exactly its own issue's answer.
-@Suite("Heartbeat batches")
+@Suite("Heartbeat batches", .timeLimit(.minutes(3)))
 struct HeartbeatBatchTests {
     static func withViewersDatabase(_ body: (PostgresPool) async throws -> Void) async throws {
         try await TestApp.withMigratedPool { pool in

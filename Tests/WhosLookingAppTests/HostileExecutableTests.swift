@@ -18,7 +18,7 @@ import Testing
 ///
 /// The site, its viewers, a Forge installation and the names of both are set up first through
 /// the same front doors, so that each refusal is the hostile change, not a missing fixture.
-@Suite("Hostile requests against the running executable")
+@Suite("Hostile requests against the running executable", .timeLimit(.minutes(3)))
 struct HostileExecutableTests {
     static let baseURL = "https://hostile.example.com"
     static let connectSite = "jira:hostile-exe"

@@ -18,7 +18,7 @@ import Testing
 /// Bad bytes from outside (issue 12, defect 11): whatever nobody has verified yet is refused
 /// with a 4xx before it reaches the database, the file system or a log line, and no answer
 /// gives anything away.
-@Suite("Hostile input")
+@Suite("Hostile input", .timeLimit(.minutes(3)))
 struct HostileInputTests {
     static let tenant = TenantInstallation(
         clientKey: "jira:hostile", baseURL: URL(string: "https://hostile.atlassian.net")!, productType: "jira",

@@ -14,7 +14,7 @@ import Testing
 /// matters is refused and records nothing; the changes that do not matter (another viewer of
 /// the same site, an extra claim) are accepted. Tokens are minted by jwt-kit, never by the
 /// app's own HS256 code (issue 12, "a property test of the inbound JWT check").
-@Suite("Inbound Connect JWTs, one field changed at random")
+@Suite("Inbound Connect JWTs, one field changed at random", .timeLimit(.minutes(3)))
 struct InboundJWTPropertyTests {
     static let site = InboundJWTTests.tenantA
     static let other = InboundJWTTests.tenantB

@@ -8,7 +8,7 @@ import Testing
 @testable import WhosLookingApp
 
 /// Tenant-signed HS256 tokens on the panel, an iframe entry point.
-@Suite("Inbound Connect JWTs")
+@Suite("Inbound Connect JWTs", .timeLimit(.minutes(3)))
 struct InboundJWTTests {
     static let tenantA = TenantInstallation(
         clientKey: "jira:tenant-a", baseURL: URL(string: "https://a.atlassian.net")!, productType: "jira",

@@ -4,7 +4,7 @@ import TestSupport
 import Testing
 
 /// `whoslooking jwt …`, run as the real executable.
-@Suite("whoslooking jwt")
+@Suite("whoslooking jwt", .timeLimit(.minutes(3)))
 struct JWTCommandTests {
     func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
         let outcome = try await Subprocess.run(ChildService.whoslooking, arguments)
@@ -22,9 +22,20 @@ struct JWTCommandTests {
         var tests: [Vector]
     }
 
+    /// The `qsh` claim Atlassian put in the vector's own signed URL.
+    static func signedQSH(_ signedURL: String) throws -> String {
+        let token = try #require(URLComponents(string: signedURL)?.queryItems?.first { $0.name == "jwt" }?.value)
+        let payload = try #require(token.split(separator: ".").dropFirst().first)
+        var base64 = payload.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        let claims = try JSONSerialization.jsonObject(with: try #require(Data(base64Encoded: base64))) as? [String: Any]
+        return try #require(claims?["qsh"] as? String)
+    }
+
     @Test func qshPrintsExactlyTwoLinesMatchingAtlassiansVectors() async throws {
         let vectors = try JSONDecoder().decode(Vectors.self, from: SharedMaterial.conformance("jwt-signed-urls.json"))
-        for vector in vectors.tests.prefix(12) + vectors.tests.filter({ $0.addonBaseUrl != nil }) {
+        #expect(vectors.tests.count == 79)
+        for vector in vectors.tests {
             var arguments = ["jwt", "qsh", "GET", vector.signedUrl]
             if let base = vector.addonBaseUrl { arguments += ["--base-url", "https://example.com" + base] }
             let (status, output) = try await run(arguments)
@@ -32,8 +43,7 @@ struct JWTCommandTests {
             let lines = output.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.isEmpty }
             #expect(lines.count == 2)
             #expect(lines.first == "canonical: \(vector.canonicalUrl)"[...])
-            let qsh = CanonicalRequest(method: "GET", target: "/").qsh.count
-            #expect(lines.last?.hasPrefix("qsh: ") == true && lines.last?.count == 5 + qsh)
+            #expect(lines.last == "qsh: \(try Self.signedQSH(vector.signedUrl))"[...], "\(vector.canonicalUrl)")
         }
     }
 

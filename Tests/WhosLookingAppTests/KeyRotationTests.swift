@@ -6,7 +6,7 @@ import TestSupport
 import Testing
 @testable import WhosLookingApp
 
-@Suite("Rotating SECRET_ENCRYPTION_KEY")
+@Suite("Rotating SECRET_ENCRYPTION_KEY", .timeLimit(.minutes(3)))
 struct KeyRotationTests {
     static let site = TenantInstallation(
         clientKey: "jira:rotating", baseURL: URL(string: "https://rotating.atlassian.net")!, productType: "jira",

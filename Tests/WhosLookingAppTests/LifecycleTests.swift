@@ -9,7 +9,7 @@ import Testing
 @testable import WhosLookingApp
 
 /// Signed installs over real HTTP key fetches: a real RSA key server, real RS256 tokens.
-@Suite("Signed lifecycle callbacks")
+@Suite("Signed lifecycle callbacks", .timeLimit(.minutes(3)))
 struct LifecycleTests {
     static let clientKey = "jira:11111111-2222-3333-4444-555555555555"
 

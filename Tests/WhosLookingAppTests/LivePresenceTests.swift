@@ -9,7 +9,7 @@ import Testing
 
 /// The change feed and held waits against a real PostgreSQL: LISTEN/NOTIFY on a dedicated
 /// connection, two instances on one database, away tabs, and every way a wait ends.
-@Suite("Live presence")
+@Suite("Live presence", .timeLimit(.minutes(3)))
 struct LivePresenceTests {
     static let tenant = "jira:live"
     static let issue = IssueRef(tenant: tenant, issueID: "10001")

@@ -10,7 +10,7 @@ import Testing
 
 /// The live routes of both front doors (docs/live-presence.md): heartbeats with a state, waits
 /// answered by a change or their hold time, refusals, and shutdown with waits held.
-@Suite("Live routes")
+@Suite("Live routes", .timeLimit(.minutes(3)))
 struct LiveRoutesTests {
     struct Viewer: Decodable {
         var accountId: String

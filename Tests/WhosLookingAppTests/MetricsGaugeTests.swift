@@ -11,7 +11,7 @@ import Tenants
 
 /// `/metrics` reads figures a periodic job keeps: a scrape never waits for the database.
 /// Each test has a registry of its own, so that other tests' apps cannot change its figures.
-@Suite("Metrics: database figures kept by a periodic job")
+@Suite("Metrics: database figures kept by a periodic job", .timeLimit(.minutes(3)))
 struct MetricsGaugeTests {
     static let tenant = TenantInstallation(
         clientKey: "jira:gauges", baseURL: URL(string: "http://127.0.0.1:9")!, productType: "jira",

@@ -13,7 +13,7 @@ import Synchronization
 import Testing
 @testable import WhosLookingApp
 
-@Suite("Running it for real: metrics, logs, several instances")
+@Suite("Running it for real: metrics, logs, several instances", .timeLimit(.minutes(3)))
 struct OperationsTests {
     static let tenant = TenantInstallation(
         clientKey: "jira:ops", baseURL: URL(string: "https://ops.atlassian.net")!, productType: "jira",

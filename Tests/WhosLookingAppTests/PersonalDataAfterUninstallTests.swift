@@ -9,7 +9,7 @@ import UserDirectory
 
 /// A user lookup that finishes after an uninstall must not write names back: nothing would
 /// ever erase them (issue 12, defect 6).
-@Suite("Personal data after an uninstall", .serialized)
+@Suite("Personal data after an uninstall", .serialized, .timeLimit(.minutes(3)))
 struct PersonalDataAfterUninstallTests {
     static let site = TenantInstallation(
         clientKey: "jira:erased", baseURL: URL(string: "https://erased.atlassian.net")!, sharedSecret: "erased-site-secret-0123456789abcdef"

@@ -12,7 +12,7 @@ import Testing
 
 /// Security headers on every answer: the panel's Content-Security-Policy, nosniff, no Referer,
 /// never X-Frame-Options (the panel must stay embeddable in Jira), and a cache policy on files.
-@Suite("Security headers")
+@Suite("Security headers", .timeLimit(.minutes(3)))
 struct SecurityHeadersTests {
     static let tenant = TenantInstallation(
         clientKey: "jira:headers", baseURL: URL(string: "https://headers.atlassian.net")!, productType: "jira",

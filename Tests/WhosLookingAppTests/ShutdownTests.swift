@@ -8,7 +8,7 @@ import Tenants
 
 /// SIGTERM while heartbeats pour in: every request the server took gets a whole answer, the
 /// heartbeat batches drain, the process exits 0 within a bound, and nothing is left running.
-@Suite("Shutdown under heartbeat load")
+@Suite("Shutdown under heartbeat load", .timeLimit(.minutes(3)))
 struct ShutdownTests {
     /// Jira's user API for this site refuses connections at once: names are not this test's subject.
     static let tenant = TenantInstallation(

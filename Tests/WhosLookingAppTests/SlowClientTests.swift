@@ -11,7 +11,7 @@ import Tenants
 /// dropped after the request timeout, an idle keep-alive connection is closed, half-sent
 /// requests cannot keep a normal one out for longer than the request timeout, and beyond the
 /// connection cap new connections are turned away while open ones keep working.
-@Suite("Slow clients: request and idle timeouts, connection cap")
+@Suite("Slow clients: request and idle timeouts, connection cap", .timeLimit(.minutes(3)))
 struct SlowClientTests {
     /// One byte every 100 ms: 60 bytes take 6 s, three times the 2 s request timeout.
     static let trickledHead = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: \(String(repeating: "a", count: 5))\r\n\r\n"

@@ -13,7 +13,7 @@ import UserDirectory
 @testable import WhosLookingApp
 
 /// Names and avatars from a local Jira stand-in over real HTTP, and personal data reporting.
-@Suite("Viewer details and personal data")
+@Suite("Viewer details and personal data", .timeLimit(.minutes(3)))
 struct UserDetailsTests {
     static let secretA = "site-a-shared-secret-0123456789abcdef"
     static let secretB = "site-b-shared-secret-0123456789abcdef"

@@ -6,7 +6,7 @@ import UserDirectory
 /// Jira's `/user/bulk` answers in pages (`startAt`, `maxResults`, `isLast`), and may put fewer
 /// users on a page than `maxResults` asks. Every page is read, and an account is remembered as
 /// missing only once Jira has said the last page was read.
-@Suite("Paged bulk user lookups")
+@Suite("Paged bulk user lookups", .timeLimit(.minutes(3)))
 struct UserPagingTests {
     static let people = (1...10).map { "person-\($0)" }
     static let ghosts = ["ghost-1", "ghost-2"]

@@ -5,7 +5,7 @@ import Foundation
 @testable import Presence
 import Testing
 
-@Suite("Viewer tickets")
+@Suite("Viewer tickets", .timeLimit(.minutes(3)))
 struct ViewerTicketTests {
     let secret = SymmetricKey(size: .bits256)
     var signer: ViewerTicketSigner { ViewerTicketSigner(secret: secret, lifetime: 600) }
