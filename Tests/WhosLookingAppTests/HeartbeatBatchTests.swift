@@ -11,7 +11,8 @@ import Testing
 struct HeartbeatBatchTests {
     static func withViewersDatabase(_ body: (PostgresPool) async throws -> Void) async throws {
         try await TestApp.withMigratedPool { pool in
-            try await pool.query("""
+            try await pool.query(
+                """
                 INSERT INTO tenants (client_key, base_url, shared_secret_sealed, secret_key_id, state, installed_at, updated_at)
                 VALUES ('jira:a', 'https://a.atlassian.net', '\\x00', 'k', 'installed', now(), now()),
                        ('jira:b', 'https://b.atlassian.net', '\\x00', 'k', 'installed', now(), now()),
@@ -71,34 +72,61 @@ struct HeartbeatBatchTests {
         }
     }
 
-    @Test func theLastHeartbeatOfABatchSeesEveryoneBeforeIt() async throws {
+    static let liveness = ViewerLiveness(activeTTL: 30, awayTTL: 150, awayLimit: 1800)
+
+    /// One statement for ten heartbeats on one issue (one of them the same tab twice): the
+    /// answer lists all ten, so heartbeats of one batch see each other, not only those before.
+    @Test func everyHeartbeatOfOneBatchSeesTheWholeBatch() async throws {
         try await Self.withViewersDatabase { pool in
-            let repository = PresenceRepository(pool: pool, ttl: 30, maxConcurrentBatches: 1)
-            for index in 0..<5 {
-                _ = try await repository.heartbeat(ViewerKey(tenant: "jira:a", issueID: "7", accountID: "account-\(index)", tabID: "t"), issueKey: "K-7")
-            }
-            let listed = try #require(try await repository.heartbeat(
-                ViewerKey(tenant: "jira:a", issueID: "7", accountID: "account-late", tabID: "t"), issueKey: "K-7"
-            ))
-            #expect(Set(listed.map(\.accountID)) == Set((0..<5).map { "account-\($0)" } + ["account-late"]))
+            let batch = (0..<10).map { Self.heartbeat("jira:a", "7", "account-\($0)") } + [Self.heartbeat("jira:a", "7", "account-3")]
+            let listed = try await PresenceRepository.record(batch, pool: pool, liveness: Self.liveness)
+            #expect(listed.keys.map(\.issueID) == ["7"])
+            let viewers = try #require(listed[IssueRef(tenant: "jira:a", issueID: "7")]).map(\.accountID)
+            #expect(viewers.sorted() == (0..<10).map { "account-\($0)" }.sorted(), "\(viewers)")
+            #expect(try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 10)
         }
     }
 
-    @Test func aFailingBatchFailsItsHeartbeatsAndTheNextBatchStillRuns() async throws {
+    /// A batch is one statement: when the database refuses one of its rows, nothing of the
+    /// batch is written, each of its heartbeats gets the error, and the next batch runs.
+    @Test func aFailingBatchWritesNothingFailsEachHeartbeatAndTheNextBatchRuns() async throws {
         try await Self.withViewersDatabase { pool in
-            let calls = Mutex(0)
+            try await pool.query("ALTER TABLE viewers ADD CONSTRAINT refuse_poison CHECK (account_id <> 'account-poison')")
+            let poisoned = [Self.heartbeat("jira:a", "1", "account-1"), Self.heartbeat("jira:a", "1", "account-poison")]
+            await #expect(throws: PostgresError.self) { try await PresenceRepository.record(poisoned, pool: pool, liveness: Self.liveness) }
+            #expect(try await pool.query("SELECT count(*) AS n FROM viewers")[0].decode(Int.self, "n") == 0, "the refused statement wrote a row")
+
+            // Through the batcher: the first batch (account-0) holds the only slot until both
+            // poisoned heartbeats wait, so they go together in the second.
+            let batcherBox = Mutex<HeartbeatBatcher?>(nil)
+            let batches = Mutex<[[String]]>([])
             let batcher = HeartbeatBatcher(maxConcurrentBatches: 1, maxBatchSize: 64) { heartbeats in
-                let call = calls.withLock { count in
-                    count += 1
-                    return count
+                batches.withLock { $0.append(heartbeats.map(\.viewer.accountID)) }
+                if heartbeats.map(\.viewer.accountID) == ["account-0"] {
+                    while (batcherBox.withLock { $0 }?.statistics().waiting ?? 0) < 2 { try await Task.sleep(for: .milliseconds(10)) }
                 }
-                // The first batch reaches the database with a statement it refuses.
-                if call == 1 { try await pool.query("SELECT 1/0 AS boom") }
-                return try await PresenceRepository.record(heartbeats, pool: pool, liveness: .init(activeTTL: 30, awayTTL: 150, awayLimit: 1800))
+                return try await PresenceRepository.record(heartbeats, pool: pool, liveness: Self.liveness)
             }
-            await #expect(throws: PostgresError.self) { try await batcher.record(Self.heartbeat("jira:a", "1", "account-1")) }
+            batcherBox.withLock { $0 = batcher }
+            let outcomes = await withTaskGroup(of: (String, Bool).self) { group in
+                group.addTask { ("account-0", (try? await batcher.record(Self.heartbeat("jira:a", "1", "account-0"))) != nil) }
+                while batches.withLock({ $0.isEmpty }) { try? await Task.sleep(for: .milliseconds(5)) }
+                for heartbeat in poisoned {
+                    group.addTask {
+                        do {
+                            _ = try await batcher.record(heartbeat)
+                            return (heartbeat.viewer.accountID, true)
+                        } catch {
+                            return (heartbeat.viewer.accountID, !(error is PostgresError))
+                        }
+                    }
+                }
+                return await group.reduce(into: [String: Bool]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(batches.withLock { $0 }.map { $0.sorted() } == [["account-0"], ["account-1", "account-poison"]])
+            #expect(outcomes == ["account-0": true, "account-1": false, "account-poison": false], "recorded, or not with the database's error")
             let listed = try await batcher.record(Self.heartbeat("jira:a", "1", "account-2"))
-            #expect(listed?.map(\.accountID) == ["account-2"], "the failed heartbeat wrote nothing; the next one works")
+            #expect(listed?.map(\.accountID).sorted() == ["account-0", "account-2"], "the failed batch wrote nothing; the next one works")
         }
     }
 }
