@@ -69,6 +69,20 @@ struct LifecycleTests {
     enum Forgery: String, CaseIterable, CustomTestStringConvertible {
         case algNone, hs256, unknownKid, wrongAudience, issuerIsNotClientKey, wrongQSH, expired, noToken, contextToken
         var testDescription: String { rawValue }
+        /// The check that must refuse it, as the answer names it.
+        var reason: String {
+            switch self {
+            case .algNone: "JWT algorithm none not allowed here"
+            case .hs256: "JWT algorithm HS256 not allowed here"
+            case .unknownKid: "unknown JWT kid"
+            case .wrongAudience: "JWT audience is not this app"
+            case .issuerIsNotClientKey: "JWT issuer does not match clientKey"
+            case .wrongQSH: "JWT qsh does not match the request"
+            case .expired: "JWT expired"
+            case .noToken: "missing JWT"
+            case .contextToken: "context JWT not allowed here"
+            }
+        }
     }
 
     @Test(arguments: Forgery.allCases)
@@ -77,15 +91,18 @@ struct LifecycleTests {
             let token: String?
             switch forgery {
             case .algNone:
-                token = try FakeAtlassian.unsignedToken(ConnectClaims(
-                    iss: Self.clientKey, aud: .init([TestApp.baseURL]), iat: Date().timeIntervalSince1970,
-                    exp: Date().timeIntervalSince1970 + 180, qsh: CanonicalRequest(method: "POST", target: "/installed").qsh))
+                token = try FakeAtlassian.unsignedToken(
+                    ConnectClaims(
+                        iss: Self.clientKey, aud: .init([TestApp.baseURL]), iat: Date().timeIntervalSince1970,
+                        exp: Date().timeIntervalSince1970 + 180, qsh: CanonicalRequest(method: "POST", target: "/installed").qsh))
             case .hs256:
-                token = try HS256.sign(ConnectClaims(
-                    iss: Self.clientKey, aud: .init([TestApp.baseURL]), iat: Date().timeIntervalSince1970,
-                    exp: Date().timeIntervalSince1970 + 180, qsh: CanonicalRequest(method: "POST", target: "/installed").qsh), secret: "attacker")
+                token = try HS256.sign(
+                    ConnectClaims(
+                        iss: Self.clientKey, aud: .init([TestApp.baseURL]), iat: Date().timeIntervalSince1970,
+                        exp: Date().timeIntervalSince1970 + 180, qsh: CanonicalRequest(method: "POST", target: "/installed").qsh), secret: "attacker")
             case .unknownKid:
-                token = try await atlassian.lifecycleToken(key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed")
+                token = try await atlassian.lifecycleToken(
+                    key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed")
             case .wrongAudience:
                 token = try await atlassian.lifecycleToken(clientKey: Self.clientKey, audience: "https://evil.example.com", path: "/installed")
             case .issuerIsNotClientKey:
@@ -93,15 +110,17 @@ struct LifecycleTests {
             case .wrongQSH:
                 token = try await atlassian.lifecycleToken(clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/uninstalled")
             case .expired:
-                token = try await atlassian.lifecycleToken(clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed", issuedAt: Date() - 600)
+                token = try await atlassian.lifecycleToken(
+                    clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed", issuedAt: Date() - 600)
             case .noToken:
                 token = nil
             case .contextToken:
-                token = try await atlassian.lifecycleToken(clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed", qsh: ConnectClaims.contextQSH)
+                token = try await atlassian.lifecycleToken(
+                    clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed", qsh: ConnectClaims.contextQSH)
             }
             let (status, body) = try await post(client, "/installed", token: token, body: installBody(secret: "attacker-secret"))
             #expect(status == .unauthorized, "\(forgery): \(body)")
-            #expect(body.contains("JWT"), "a short reason naming the failed check: \(body)")
+            #expect(body.contains(forgery.reason), "a short reason naming the failed check: \(body)")
             #expect(try await testApp.tenants.tenant(clientKey: Self.clientKey) == nil)
         }
     }
@@ -115,8 +134,11 @@ struct LifecycleTests {
             let before = try #require(try await testApp.tenants.tenant(clientKey: Self.clientKey))
 
             for forged in [
-                try await atlassian.lifecycleToken(key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed"),
-                try await atlassian.lifecycleToken(key: atlassian.unpublished, kid: atlassian.published.kid, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed"),
+                try await atlassian.lifecycleToken(
+                    key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed"),
+                try await atlassian.lifecycleToken(
+                    key: atlassian.unpublished, kid: atlassian.published.kid, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed"
+                ),
             ] {
                 let (status, _) = try await post(client, "/installed", token: forged, body: installBody(secret: "hijacked"))
                 #expect(status == .unauthorized)
@@ -158,7 +180,8 @@ struct LifecycleTests {
             let install = try await atlassian.lifecycleToken(clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/installed")
             #expect(try await post(client, "/installed", token: install, body: installBody(secret: "s1")).0 == .noContent)
 
-            let forged = try await atlassian.lifecycleToken(key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/uninstalled")
+            let forged = try await atlassian.lifecycleToken(
+                key: atlassian.unpublished, clientKey: Self.clientKey, audience: TestApp.baseURL, path: "/uninstalled")
             let uninstallBody = installBody(secret: "s1", extra: ["eventType": "uninstalled"])
             #expect(try await post(client, "/uninstalled", token: forged, body: uninstallBody).0 == .unauthorized)
             #expect(try await testApp.tenants.tenant(clientKey: Self.clientKey)?.state == .installed)

@@ -389,13 +389,24 @@ struct UserDetailsTests {
                 let statuses = accounts.map { id in #"{"accountId":"\#(id)","status":"\#(id == "bob" ? "closed" : "updated")"}"# }
                 return (200, ["Cycle-Period": "604800"], #"{"accounts":[\#(statuses.joined(separator: ","))]}"#)
             }
+            var fetchedAt: [String: Date] = [:]
+            for row in try await h.testApp.pool.query("SELECT account_id, fetched_at FROM user_details") {
+                fetchedAt[try row.decode(String.self, "account_id")] = try row.decode(Date.self, "fetched_at")
+            }
             let summary = try await h.testApp.parts.reporter.runOnce()
             #expect(summary.reported == 2)
             #expect(summary.closed == 1)
             #expect(summary.updated == 1)
             let reports = await h.jira.reports
             #expect(Set(reports.compactMap { $0["accountId"] }) == ["alice", "bob"])
-            #expect(reports.allSatisfy { ISO8601DateFormatter.withFractions.date(from: $0["updatedAt"] ?? "") != nil })
+            // updatedAt is when we fetched the account's details (to the millisecond the format keeps).
+            for report in reports {
+                let updatedAt = ISO8601DateFormatter.withFractions.date(from: report["updatedAt"] ?? "")
+                let fetched = fetchedAt[report["accountId"] ?? ""]
+                #expect(
+                    updatedAt.flatMap { date in fetched.map { abs(date.timeIntervalSince($0)) < 0.001 } } == true,
+                    "\(report) against fetched_at \(String(describing: fetched))")
+            }
 
             // Closed: erased everywhere.
             #expect(try await h.status("bob") == nil)
