@@ -6,9 +6,7 @@ import NIOPosix
 import Synchronization
 
 /// `hold-waits`: N open panels waiting at one app instance, each on an HTTP/1.1 connection of
-/// its own, as visible panels do (docs/live-presence.md): a first wait with no version (answered
-/// at once with the issue's list), then a wait with the version it got, re-issued as soon as it
-/// is answered; after a 503 it waits `Retry-After`, and a dropped connection is opened again.
+/// its own, as visible panels do (`WaitingPanel`).
 ///
 /// Prints `HELD {…}` once every panel holds a wait (with the app's resident memory before and
 /// after), then keeps them until SIGTERM or SIGINT and prints `DONE {…}` (answers, refusals,
@@ -78,53 +76,26 @@ struct HoldWaits: AsyncParsableCommand {
         }
     }
 
-    /// One panel: waits at the app until the task ends, reconnecting after a failure.
+    /// One panel: it is "opening" until it first holds a wait (or its connection fails).
     static func panel(issue: String, ticket: String, address: AppAddress, loops: any EventLoopGroup, stats: Locked<WaitCounts>) async {
         var opening = true
         func opened() {
             if opening { stats.withLock { $0.opening -= 1 } }
             opening = false
         }
-        while !Task.isCancelled {
-            do {
-                try await PanelConnection.with(address, group: loops) { connection in
-                    var version = ""
-                    while !Task.isCancelled {
-                        // A wait with a version is held until the issue changes; the first one is not.
-                        let holding = !version.isEmpty
-                        if holding {
-                            opened()
-                            stats.withLock { $0.holding += 1 }
-                        }
-                        let answer: Answer
-                        do {
-                            answer = try await connection.post("/api/issues/\(issue)/wait?version=\(version)", ticket: ticket)
-                            if holding { stats.withLock { $0.holding -= 1 } }
-                        } catch {
-                            if holding { stats.withLock { $0.holding -= 1 } }
-                            throw error
-                        }
-                        switch answer.status {
-                        case 200:
-                            let parsed = try PresenceAnswer(answer)
-                            stats.withLock { parsed.changed == true ? ($0.changed += 1) : ($0.unchanged += 1) }
-                            version = parsed.version ?? version
-                        case 503:
-                            stats.withLock { $0.refused += 1 }
-                            try await Task.sleep(for: .seconds(answer.retryAfterSeconds))
-                        default:
-                            stats.withLock { $0.failed += 1 }
-                            try await Task.sleep(for: .seconds(5))
-                        }
-                    }
-                }
-            } catch {
-                if Task.isCancelled { return }
-                opened()
-                stats.withLock { $0.connectionFailures += 1 }
-                try? await Task.sleep(for: .seconds(1))
-            }
+        var events = WaitingPanel.Events()
+        events.holding = { held in
+            if held { opened() }
+            stats.withLock { $0.holding += held ? 1 : -1 }
         }
+        events.answered = { answer, _ in stats.withLock { answer.changed == true ? ($0.changed += 1) : ($0.unchanged += 1) } }
+        events.refused = { stats.withLock { $0.refused += 1 } }
+        events.failed = { stats.withLock { $0.failed += 1 } }
+        events.connectionFailed = {
+            opened()
+            stats.withLock { $0.connectionFailures += 1 }
+        }
+        await WaitingPanel(issue: issue, ticket: ticket, address: address, loops: loops).run(events)
     }
 }
 

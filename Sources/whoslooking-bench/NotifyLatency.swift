@@ -141,36 +141,16 @@ struct NotifyLatency: AsyncParsableCommand {
     /// One waiting panel on the adder's issue, at the waiting instance.
     static func waiter(adder: Adder, slot: Int, ticket: String, address: AppAddress, loops: any EventLoopGroup, state: Locked<LatencyState>) async {
         let id = adder.index * state.withLock { $0.waitsPerIssue } + slot
-        while !Task.isCancelled {
-            do {
-                try await PanelConnection.with(address, group: loops) { connection in
-                    var version = ""
-                    while !Task.isCancelled {
-                        let answer = try await connection.post("/api/issues/\(adder.issue)/wait?version=\(version)", ticket: ticket)
-                        let arrived = ContinuousClock.now
-                        switch answer.status {
-                        case 200:
-                            let parsed = try PresenceAnswer(answer)
-                            version = parsed.version ?? version
-                            if parsed.changed == true {
-                                let listed = parsed.viewers?.contains { $0.accountId == adder.account } ?? false
-                                state.withLock { $0.answered(waiter: id, issue: adder.index, listsAdder: listed, at: arrived) }
-                            }
-                        case 503:
-                            state.withLock { $0.refused += 1 }
-                            try await Task.sleep(for: .seconds(answer.retryAfterSeconds))
-                        default:
-                            state.withLock { $0.failed += 1 }
-                            try await Task.sleep(for: .seconds(5))
-                        }
-                    }
-                }
-            } catch {
-                if Task.isCancelled { return }
-                state.withLock { $0.connectionFailures += 1 }
-                try? await Task.sleep(for: .seconds(1))
-            }
+        var events = WaitingPanel.Events()
+        events.answered = { answer, arrived in
+            guard answer.changed == true else { return }
+            let listed = answer.viewers?.contains { $0.accountId == adder.account } ?? false
+            state.withLock { $0.answered(waiter: id, issue: adder.index, listsAdder: listed, at: arrived) }
         }
+        events.refused = { state.withLock { $0.refused += 1 } }
+        events.failed = { state.withLock { $0.failed += 1 } }
+        events.connectionFailed = { state.withLock { $0.connectionFailures += 1 } }
+        await WaitingPanel(issue: adder.issue, ticket: ticket, address: address, loops: loops).run(events)
     }
 
     /// One request on a connection of its own; `sending` runs once it is connected.
