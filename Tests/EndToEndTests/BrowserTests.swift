@@ -53,40 +53,10 @@ struct BrowserTests {
     }
 
     func withStack(_ body: (Stack) async throws -> Void) async throws {
-        try await TestDatabase.withScratchDatabase { conninfo in
-            let (appPort, devhostPort) = try FreePort.pair()
-            let appURL = "http://localhost:\(appPort)"
-            let devhostURL = "http://localhost:\(devhostPort)"
-            let app = try ChildService(
-                arguments: ["serve"],
-                environment: [
-                    "DATABASE_URL": conninfo, "PORT": String(appPort), "BASE_URL": appURL,
-                    "SECRET_ENCRYPTION_KEY": Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString(),
-                    "CONNECT_INSTALL_KEYS_URL": "\(devhostURL)/install-keys", "ALLJS_URL": "\(devhostURL)/all.js",
-                    "PERSONAL_DATA_REPORT_URL": "\(devhostURL)/app/report-accounts/",
-                    "POLL_INTERVAL_SECONDS": String(Self.poll), "VIEWER_TTL_SECONDS": String(Self.ttl), "SWEEP_INTERVAL_SECONDS": "1",
-                    "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-                    "PUBLIC_DIR": SharedMaterial.projectRoot.appendingPathComponent("Public").path,
-                ], name: "app")
-            let devhost = try ChildService(arguments: ["devhost", "--port", String(devhostPort), "--app", appURL], environment: [:], name: "devhost")
-            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 2), logger: TestDatabase.logger)
-            let (driver, chromedriver) = try await WebDriver.start()
-            defer {
-                WebDriver.kill(chromedriver)
-                devhost.stop()
-                app.stop()
-            }
-            try await ensuring {
-                #expect(await ChildService.waitFor("\(appURL)/readyz"), "app never ready:\n\(app.output)")
-                let installed = await eventually(timeout: .seconds(30)) { try await ChildService.get(devhostURL + "/").contains("— installed") }
-                #expect(installed, "devhost never installed the app:\n\(devhost.output)\n\(app.output)")
-                try await body(Stack(appURL: appURL, devhostURL: devhostURL, pool: pool, driver: driver))
-            } cleanup: {
-                // Ends the browsers too, whatever the test left open.
-                await driver.shutdown(chromedriver)
-                await pool.close()
-                await app.stopAndWait()
-                await devhost.stopAndWait()
+        let environment = ["POLL_INTERVAL_SECONDS": String(Self.poll), "VIEWER_TTL_SECONDS": String(Self.ttl), "SWEEP_INTERVAL_SECONDS": "1"]
+        try await BrowserStack.with(forge: false, environment: environment, name: "connect") { stack in
+            try await TestDatabase.withPool(conninfo: stack.conninfo) { pool in
+                try await body(Stack(appURL: stack.appURLs[0], devhostURL: stack.devhostURL, pool: pool, driver: stack.driver))
             }
         }
     }

@@ -62,77 +62,10 @@ struct LiveBrowserTests {
         }
     }
 
-    struct Stack {
-        let appURLs: [String]
-        let apps: [ChildService]
-        let devhostURL: String
-        let driver: WebDriver
-
-        /// `via`: the app instance the page's panel talks to (1 is the installed one).
-        func issueURL(_ door: Door, _ key: String, as person: String, via: Int) -> String {
-            devhostURL + door.browsePath + key + "?as=" + person + (via == 1 ? "" : "&via=\(via)")
-        }
-
-        /// Requests instance `index` (0-based) has logged for `route`.
-        func requests(_ index: Int, route: String) -> Int {
-            apps[index].output.split(separator: "\n").filter { $0.hasSuffix(" request") && $0.contains(" route=\(route) ") }.count
-        }
-    }
-
     /// Two `whoslooking serve` on one scratch database (same secret key, different ports), and a
     /// devhost that installs the first (Connect and Forge) and knows both (`--app` twice).
-    func withStack(_ body: (Stack) async throws -> Void) async throws {
-        try await TestDatabase.withScratchDatabase { conninfo in
-            let free = try FreePort.next(3)
-            let ports = Array(free.prefix(2))
-            let devhostPort = free[2]
-            let appURLs = ports.map { "http://localhost:\($0)" }
-            let devhostURL = "http://localhost:\(devhostPort)"
-            let forgeAppID = "ari:cloud:ecosystem::app/\(UUID().uuidString.lowercased())"
-            let key = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-            var apps: [ChildService] = []
-            defer { apps.forEach { $0.stop() } }
-            for (index, port) in ports.enumerated() {
-                apps.append(
-                    try ChildService(
-                        arguments: ["serve"],
-                        environment: [
-                            "DATABASE_URL": conninfo, "PORT": String(port), "BASE_URL": appURLs[index], "SECRET_ENCRYPTION_KEY": key,
-                            "CONNECT_INSTALL_KEYS_URL": "\(devhostURL)/install-keys", "ALLJS_URL": "\(devhostURL)/all.js",
-                            "PERSONAL_DATA_REPORT_URL": "\(devhostURL)/app/report-accounts/",
-                            "FORGE_APP_ID": forgeAppID, "FORGE_JWKS_URL": "\(devhostURL)/forge/jwks.json",
-                            "POLL_INTERVAL_SECONDS": String(Self.poll),
-                            "MIGRATIONS_DIR": SharedMaterial.projectRoot.appendingPathComponent("Migrations").path,
-                            "PUBLIC_DIR": SharedMaterial.projectRoot.appendingPathComponent("Public").path,
-                        ], name: "live-app\(index + 1)"))
-            }
-            let devhost = try ChildService(
-                arguments: [
-                    "devhost", "--port", String(devhostPort), "--app", appURLs[0], "--app", appURLs[1],
-                    "--forge-app-id", forgeAppID, "--forge-source", SharedMaterial.projectRoot.appendingPathComponent("forge/src").path,
-                ], environment: [:], name: "live-devhost")
-            let (driver, chromedriver) = try await WebDriver.start()
-            defer {
-                WebDriver.kill(chromedriver)
-                devhost.stop()
-            }
-            try await ensuring {
-                for (index, app) in apps.enumerated() {
-                    #expect(await ChildService.waitFor("\(appURLs[index])/readyz"), "app \(index + 1) never ready:\n\(app.output)")
-                }
-                let installed = await eventually(timeout: .seconds(30)) {
-                    let index = try await ChildService.get(devhostURL + "/")
-                    return index.contains("— installed") && index.contains("Forge — installed")
-                }
-                #expect(installed, "devhost never installed the app both ways:\n\(devhost.output)\n\(apps[0].output)")
-                try await body(Stack(appURLs: appURLs, apps: apps, devhostURL: devhostURL, driver: driver))
-            } cleanup: {
-                // Ends the browsers too, whatever the test left open.
-                await driver.shutdown(chromedriver)
-                for app in apps { await app.stopAndWait() }
-                await devhost.stopAndWait()
-            }
-        }
+    func withStack(_ body: (BrowserStack) async throws -> Void) async throws {
+        try await BrowserStack.with(instances: 2, forge: true, environment: ["POLL_INTERVAL_SECONDS": String(Self.poll)], name: "live", body)
     }
 
     /// Bob's item in a panel, as stamped by the observer installed in that panel's frame.
@@ -204,7 +137,7 @@ struct LiveBrowserTests {
     /// `cycles` times: Bob opens the issue in a new tab, puts another tab in front, comes back,
     /// and leaves (even cycles close the tab, odd ones navigate it away). Answers the times.
     func cycles(
-        _ stack: Stack, door: Door, watcher: Watcher, bob: BrowserSession, bobVia: Int, label: String
+        _ stack: BrowserStack, door: Door, watcher: Watcher, bob: BrowserSession, bobVia: Int, label: String
     ) async throws -> [Transition: [Double]] {
         var times: [Transition: [Double]] = [:]
         let home = try await bob.currentWindow()
@@ -294,5 +227,17 @@ struct LiveBrowserTests {
             let second = (stack.requests(1, route: door.heartbeatRoute), stack.requests(1, route: door.waitRoute))
             #expect(second.0 > 0 && second.1 > 0, "instance 2 served \(second.0) heartbeats and \(second.1) waits")
         }
+    }
+}
+
+extension BrowserStack {
+    /// `via`: the app instance the page's panel talks to (1 is the installed one).
+    func issueURL(_ door: LiveBrowserTests.Door, _ key: String, as person: String, via: Int) -> String {
+        devhostURL + door.browsePath + key + "?as=" + person + (via == 1 ? "" : "&via=\(via)")
+    }
+
+    /// Requests instance `index` (0-based) has logged for `route`.
+    func requests(_ index: Int, route: String) -> Int {
+        apps[index].output.split(separator: "\n").filter { $0.hasSuffix(" request") && $0.contains(" route=\(route) ") }.count
     }
 }
