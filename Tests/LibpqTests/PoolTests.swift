@@ -9,7 +9,8 @@ struct PoolTests {
     @Test func twoHundredConcurrentQueriesOnFourConnections() async throws {
         try await TestDatabase.withScratchDatabase { conninfo in
             // A generous acquire timeout: this test is about completing, not about waiting.
-            let pool = PostgresPool(configuration: .init(conninfo: conninfo, maxConnections: 4, acquireTimeout: .seconds(120)), logger: TestDatabase.logger)
+            let pool = PostgresPool(
+                configuration: .init(conninfo: conninfo, maxConnections: 4, acquireTimeout: .seconds(120)), logger: TestDatabase.logger)
             let total = try await withThrowingTaskGroup(of: Int.self) { group in
                 for n in 1...200 {
                     group.addTask {
@@ -78,8 +79,13 @@ struct PoolTests {
             let firstPID = try await pool.withConnection { try await $0.backendPID() }
             let killed = try await admin.query("SELECT pg_terminate_backend(\(Int32(firstPID))) AS ok")
             #expect(try killed[0].decode(Bool.self, "ok"))
-            // Give the server a moment to end the backend; the pool must notice on checkout.
-            try await Task.sleep(for: .milliseconds(200))
+            // pg_terminate_backend only signals: wait until the backend has ended (a fixed pause
+            // could be too short on a busy machine, and the query below would then run on it or
+            // fail with it). The pool must notice the dead connection on checkout.
+            let ended = await eventually {
+                try await admin.query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = \(Int32(firstPID))")[0].decode(Int.self, "n") == 0
+            }
+            try #require(ended, "backend \(firstPID) did not end")
             let rows = try await pool.query("SELECT pg_backend_pid() AS pid")
             let secondPID = try rows[0].decode(Int32.self, "pid")
             #expect(secondPID != firstPID)
