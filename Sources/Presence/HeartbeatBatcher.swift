@@ -95,9 +95,9 @@ final class HeartbeatBatcher: Sendable {
             // Unstructured on purpose (the outside review agrees): a batch runs for the heartbeats
             // of many requests, so it cannot be a child of the one that started it, and handing it
             // to a service's task group would add a task switch to every batch start on the hot
-            // path. Each task is bounded: a batch ends when the queue is empty
-            // (its flush has the pool's deadlines), the reaper when nothing is pending, and both
-            // only answer continuations, so none outlives the last heartbeat it serves.
+            // path. Each task is bounded: a batch ends when the queue is empty (its flush has the
+            // pool's deadlines), the reaper when nothing is pending, and both only answer
+            // continuations, so none outlives the last heartbeat it serves.
             switch admission {
             case .refused:
                 Self.refused.increment()
