@@ -38,12 +38,6 @@ public enum FreePort {
         return Int(UInt16(bigEndian: chosen.sin_port))
     }
 
-    /// Two different free ports: an app's and its devhost's.
-    public static func pair() throws -> (Int, Int) {
-        let ports = try next(2)
-        return (ports[0], ports[1])
-    }
-
     /// `count` different free ports.
     public static func next(_ count: Int) throws -> [Int] {
         var ports: [Int] = []
