@@ -76,52 +76,37 @@ private struct Reader {
         return value
     }
 
+    /// Skips blanks, then takes `byte` if it comes next.
+    mutating func take(_ byte: UInt8) -> Bool {
+        skipBlanks()
+        guard index < bytes.count, bytes[index] == byte else { return false }
+        index += 1
+        return true
+    }
+
     mutating func object(depth: Int) -> JSONValue? {
         index += 1  // {
         var members: [JSONValue.Member] = []
-        skipBlanks()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
-            index += 1
-            return .object(members)
-        }
+        if take(UInt8(ascii: "}")) { return .object(members) }
         while true {
             skipBlanks()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string() else { return nil }
-            skipBlanks()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
-            index += 1
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string(), take(UInt8(ascii: ":")) else { return nil }
             guard let value = value(depth: depth), !members.contains(where: { $0.key == key }) else { return nil }
             members.append(JSONValue.Member(key: key, value: value))
-            skipBlanks()
-            guard index < bytes.count else { return nil }
-            defer { index += 1 }
-            switch bytes[index] {
-            case UInt8(ascii: ","): continue
-            case UInt8(ascii: "}"): return .object(members)
-            default: return nil
-            }
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "}")) ? .object(members) : nil
         }
     }
 
     mutating func array(depth: Int) -> JSONValue? {
         index += 1  // [
         var elements: [JSONValue] = []
-        skipBlanks()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
-            index += 1
-            return .array(elements)
-        }
+        if take(UInt8(ascii: "]")) { return .array(elements) }
         while true {
             guard let element = value(depth: depth) else { return nil }
             elements.append(element)
-            skipBlanks()
-            guard index < bytes.count else { return nil }
-            defer { index += 1 }
-            switch bytes[index] {
-            case UInt8(ascii: ","): continue
-            case UInt8(ascii: "]"): return .array(elements)
-            default: return nil
-            }
+            if take(UInt8(ascii: ",")) { continue }
+            return take(UInt8(ascii: "]")) ? .array(elements) : nil
         }
     }
 
