@@ -21,7 +21,7 @@ public enum HS256 {
     /// The token's claims if its signature is valid for `secret` (compared in constant time).
     public static func verify(_ token: String, secret: String) throws(TokenRejection) -> ConnectClaims {
         let unverified = try UnverifiedToken(token)
-        guard unverified.header.alg == "HS256" else { throw .algorithmNotAllowed(unverified.header.alg ?? "none") }
+        guard unverified.header.alg == "HS256" else { throw .algorithmNotAllowed }
         guard let lastDot = token.lastIndex(of: "."), let signature = Data(base64URL: token[token.index(after: lastDot)...]) else {
             throw .malformed
         }

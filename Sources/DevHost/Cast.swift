@@ -14,6 +14,10 @@ struct Cast {
         var summary: String
         var projectId: String
         var projectKey: String
+        /// Who may see it, when the issue is restricted (a security level); nil: everyone.
+        var visibleTo: Set<String>? = nil
+
+        func isVisible(to accountId: String) -> Bool { visibleTo?.contains(accountId) ?? true }
     }
 
     static let people: [Person] = [
@@ -35,6 +39,8 @@ struct Cast {
         Issue(id: "10001", key: "DEMO-1", summary: "Checkout fails on Safari", projectId: "10000", projectKey: "DEMO"),
         Issue(id: "10002", key: "DEMO-2", summary: "Add dark mode", projectId: "10000", projectKey: "DEMO"),
         Issue(id: "20007", key: "OPS-7", summary: "Rotate database credentials", projectId: "20000", projectKey: "OPS"),
+        // Restricted by a security level: only Alice may see it, so only she may learn who reads it.
+        Issue(id: "30001", key: "HR-1", summary: "Salary review", projectId: "30000", projectKey: "HR", visibleTo: ["alice"]),
     ]
 
     /// The cast, plus `bench-N` people for load tests.
@@ -44,4 +50,11 @@ struct Cast {
         return Person(accountId: accountId, displayName: "Bench Person \(number)", color: ["#0052cc", "#00875a", "#6554c0", "#ff5630"][number % 4])
     }
     static func issue(key: String) -> Issue? { issues.first { $0.key == key } }
+
+    /// An issue by its id: the cast's, or `BENCH-<id>` (ids from 100000) for load tests.
+    static func issue(id: String) -> Issue? {
+        if let known = issues.first(where: { $0.id == id }) { return known }
+        guard let number = Int(id), number >= 100_000, String(number) == id else { return nil }
+        return Issue(id: id, key: "BENCH-\(id)", summary: "Bench issue \(id)", projectId: "90000", projectKey: "BENCH")
+    }
 }

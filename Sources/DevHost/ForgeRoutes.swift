@@ -66,6 +66,23 @@ extension DevHost {
             return try await self.users(
                 request, bulk: false, authorised: await forge.acceptsSystemToken(authorization: request.headers[.authorization]))
         }
+        // What a person may see, asked with their own user token: 200 with the issue's id and
+        // key, 404 for an issue they cannot see (as Jira answers), 401 without a valid token.
+        router.get("ex/jira/:cloudId/rest/api/3/issue/:id") { request, context in
+            guard context.parameters.get("cloudId") == forge.cloudId else { return Response(status: .notFound) }
+            guard let accountId = await forge.userTokenAccount(authorization: request.headers[.authorization]) else {
+                return Self.json(["errorMessages": ["Unauthorized"]], status: .unauthorized)
+            }
+            guard let issue = Cast.issue(id: context.parameters.get("id") ?? ""), issue.isVisible(to: accountId) else {
+                return Self.json(["errorMessages": ["Issue does not exist or you do not have permission to see it."]], status: .notFound)
+            }
+            return Self.json(["id": issue.id, "key": issue.key, "fields": [String: String]()])
+        }
+        router.post("forge/run-scheduled-trigger") { _, _ -> Response in
+            let status = try await forge.runScheduledTrigger()
+            guard (200..<300).contains(status) else { throw HTTPError(.badGateway, message: "the app answered \(status)") }
+            return Response(status: .seeOther, headers: [.location: "/"])
+        }
         router.get("ex/jira/:cloudId/rest/api/3/serverInfo") { _, context in
             guard context.parameters.get("cloudId") == forge.cloudId else { return Response(status: .notFound) }
             return Self.json(["baseUrl": forge.siteURL, "deploymentType": "Cloud", "serverTitle": "Local Jira stand-in"])

@@ -56,6 +56,8 @@ public final class ForgeSite: Sendable {
         public static let lifecycle = Module(type: "core:endpoint", key: "wl-lifecycle")
         /// The preUninstall endpoint (its module, `wl-pre-uninstall`, is named in the event body).
         public static let preUninstall = Module(type: "core:endpoint", key: "wl-uninstall")
+        /// The hourly scheduled trigger's endpoint.
+        public static let scheduled = Module(type: "core:endpoint", key: "wl-scheduled")
         /// UI modules by key: what a page frame may call as.
         public static func ui(key: String) -> Module? { [panel, background].first { $0.key == key } }
     }
@@ -201,6 +203,36 @@ public final class ForgeSite: Sendable {
         return token
     }
 
+    /// An app user token for `accountId` on the current installation (RS256, 1 h), as Forge
+    /// sends in `x-forge-oauth-user` with calls that have a user in session; cached per person.
+    public func userToken(accountId: String, now: Date = Date()) async throws -> String {
+        let installation = await state.installationId
+        if let cached = await state.cachedUserToken(accountId: accountId, installation: installation, validAfter: now.addingTimeInterval(600)) {
+            return cached
+        }
+        let seconds = Int(now.timeIntervalSince1970)
+        let claims = ForgeUserTokenClaims(
+            iss: "forge/devhost", sub: accountId, aud: "api.atlassian.com", iat: seconds, exp: seconds + 3600, jti: UUID().uuidString.lowercased(),
+            installationId: installation, appId: appId
+        )
+        let token = try await sign(claims)
+        await state.cacheUserToken(
+            token, accountId: accountId, installation: installation, expires: Date(timeIntervalSince1970: TimeInterval(claims.exp)))
+        return token
+    }
+
+    /// The person whose unexpired user token `authorization` bears (`Bearer …`), for the
+    /// installation installed now; nil for anything else.
+    public func userTokenAccount(authorization: String?) async -> String? {
+        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else { return nil }
+        let token = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        guard let keys = try? await keyCollection(), let claims = try? await keys.verify(token, as: ForgeUserTokenClaims.self) else { return nil }
+        let current = await state.installationId
+        let status = await state.status
+        guard claims.appId == appId, claims.installationId == current, status == .installed else { return nil }
+        return claims.sub
+    }
+
     /// Whether `authorization` is `Bearer <one of our system tokens>`, unexpired, for the
     /// installation that is installed now (an uninstalled app's tokens stop working).
     public func acceptsSystemToken(authorization: String?) async -> Bool {
@@ -224,7 +256,7 @@ public final class ForgeSite: Sendable {
     /// A request to the app with Forge's headers: FIT, B3 trace ids, system token (for the
     /// endpoints whose manifest entry enables `appSystemToken`).
     func appRequest(
-        url: String, method: String, fit: String, systemToken: String?, body: Data?, extraHeaders: [String: String] = [:]
+        url: String, method: String, fit: String, systemToken: String?, userToken: String? = nil, body: Data?, extraHeaders: [String: String] = [:]
     ) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: url)
         request.method = .init(rawValue: method)
@@ -237,6 +269,7 @@ public final class ForgeSite: Sendable {
         request.headers.add(name: "x-b3-traceid", value: Self.hex(bytes: 16))
         request.headers.add(name: "x-b3-spanid", value: Self.hex(bytes: 8))
         if let systemToken { request.headers.add(name: "x-forge-oauth-system", value: systemToken) }
+        if let userToken { request.headers.add(name: "x-forge-oauth-user", value: userToken) }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(data: body))
@@ -328,6 +361,11 @@ public final class ForgeSite: Sendable {
         logger.notice("Forge app uninstalled", metadata: ["installationId": "\(installation)"])
     }
 
+    /// The hourly scheduled trigger's call (FIT without context or principal, system token).
+    public func runScheduledTrigger() async throws -> UInt {
+        try await postEvent(path: "/forge/scheduled", module: .scheduled, body: [:], withSystemToken: true).status
+    }
+
     /// A new installation (new installationId, same cloudId) and its installed event.
     public func reinstall() async throws {
         await state.newInstallation()
@@ -377,8 +415,12 @@ public final class ForgeSite: Sendable {
             body = try JSONEncoder().encode(value)
             guard body!.count <= 500 * 1024 else { throw Failure(description: "request body over 500 KB") }
         }
+        // A user token only with a user in session, as Forge sends it (the manifest enables it on wl-ui).
+        var userToken: String?
+        if let person { userToken = try await self.userToken(accountId: person.accountId) }
         let request = appRequest(
-            url: url, method: method, fit: fit, systemToken: try await systemToken(), body: body, extraHeaders: call.headers ?? [:])
+            url: url, method: method, fit: fit, systemToken: try await systemToken(), userToken: userToken, body: body,
+            extraHeaders: call.headers ?? [:])
         do {
             let response = try await client.execute(request, timeout: .seconds(25))
             let data = Data(buffer: try await response.body.collect(upTo: 5 << 20))
@@ -427,6 +469,17 @@ actor ForgeState {
 
     func cacheSystemToken(_ token: String, installation: String, expires: Date) {
         systemToken = (token, installation, expires)
+    }
+
+    private var userTokens: [String: (token: String, installation: String, expires: Date)] = [:]
+
+    func cachedUserToken(accountId: String, installation: String, validAfter: Date) -> String? {
+        guard let entry = userTokens[accountId], entry.installation == installation, entry.expires > validAfter else { return nil }
+        return entry.token
+    }
+
+    func cacheUserToken(_ token: String, accountId: String, installation: String, expires: Date) {
+        userTokens[accountId] = (token, installation, expires)
     }
 }
 
@@ -574,6 +627,24 @@ struct ForgeSystemTokenClaims: JWTPayload {
     var jti: String
     /// Stand-in bookkeeping: the installation the token was issued to.
     var installationId: String
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {
+        guard exp > Int(Date().timeIntervalSince1970) else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "expired") }
+    }
+}
+
+/// An app user token of this stand-in: opaque to the app, which passes it back to Jira.
+struct ForgeUserTokenClaims: JWTPayload {
+    var iss: String
+    /// The person it speaks for.
+    var sub: String
+    var aud: String
+    var iat: Int
+    var exp: Int
+    var jti: String
+    /// Stand-in bookkeeping: the installation and app the token was issued to.
+    var installationId: String
+    var appId: String
 
     func verify(using algorithm: some JWTAlgorithm) async throws {
         guard exp > Int(Date().timeIntervalSince1970) else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "expired") }

@@ -10,8 +10,13 @@ public struct ForgeInvocationClaims: Sendable {
             public var type: String?
             public var key: String?
         }
+        public struct Environment: Sendable {
+            public var type: String?
+            public var id: String?
+        }
         public struct Installation: Sendable {
             public struct Context: Sendable {
+                public var name: String?
                 public var cloudId: String?
                 public var apiBaseUrl: String?
             }
@@ -23,6 +28,7 @@ public struct ForgeInvocationClaims: Sendable {
         public var installationId: String?
         public var apiBaseUrl: String?
         public var module: Module?
+        public var environment: Environment?
         public var installation: Installation?
     }
 
@@ -83,11 +89,15 @@ public struct ForgeInvocationClaims: Sendable {
             module: try app.object("module").map { module throws(Malformed) in
                 App.Module(type: try module.string("type"), key: try module.string("key"))
             },
+            environment: try app.object("environment").map { environment throws(Malformed) in
+                App.Environment(type: try environment.string("type"), id: try environment.string("id"))
+            },
             installation: try app.object("installation").map { installation throws(Malformed) in
                 App.Installation(
                     id: try installation.string("id"),
                     contexts: try installation.objects("contexts")?.map { context throws(Malformed) in
-                        App.Installation.Context(cloudId: try context.string("cloudId"), apiBaseUrl: try context.string("apiBaseUrl"))
+                        App.Installation.Context(
+                            name: try context.string("name"), cloudId: try context.string("cloudId"), apiBaseUrl: try context.string("apiBaseUrl"))
                     }
                 )
             }

@@ -7,8 +7,12 @@ import NIOFoundationCompat
 import Synchronization
 
 /// Forge's public keys for invocation tokens: the JWKS at `FORGE_JWKS_URL`, fetched on the
-/// first token and again only when a token names a kid we do not hold, at most once a
-/// minute (an unknown kid is cheap for anyone to send). One fetch at a time; RSA keys only,
+/// first token and again when a token names a kid we do not hold. An unknown kid is cheap for
+/// anyone to send, so fetches are at least `refetchInterval` (5 s) apart, and a kid the key
+/// server did not list when last asked is not a reason to ask again for `missingKidTTL` (60 s):
+/// one junk kid costs one fetch a minute, a stream of fresh junk kids one fetch per interval,
+/// and a key Forge publishes now verifies within the interval instead of waiting out a minute
+/// that a junk kid started. One fetch at a time; RSA keys only,
 /// each used for RS256 alone whatever the JWKS says; at most `maxKeys`, so a hostile or
 /// broken key server cannot grow memory.
 ///
@@ -20,6 +24,7 @@ public actor ForgeKeySet {
     private let httpClient: HTTPClient
     private let timeout: TimeAmount
     private let refetchInterval: Duration
+    private let missingKidTTL: Duration
     private let retryAfterFailure: Duration
     private let maxKeys: Int
     private let logger: Logger
@@ -28,17 +33,21 @@ public actor ForgeKeySet {
     private nonisolated let algorithms = Mutex<[String: any JWTAlgorithm]>([:])
     private var lastFetch: ContinuousClock.Instant?
     private var lastFetchFailed = false
+    /// Kids asked for that the last fetch after the asking did not list, and since when; bounded.
+    private var missing: [String: ContinuousClock.Instant] = [:]
     /// The fetch under way; concurrent callers await this one instead of starting their own.
     private var fetching: Task<Void, Never>?
 
     public init(
         jwksURL: String, httpClient: HTTPClient = .shared, timeout: TimeAmount = .seconds(5),
-        refetchInterval: Duration = .seconds(60), retryAfterFailure: Duration = .seconds(5), maxKeys: Int = 64, logger: Logger
+        refetchInterval: Duration = .seconds(5), missingKidTTL: Duration = .seconds(60), retryAfterFailure: Duration = .seconds(5),
+        maxKeys: Int = 64, logger: Logger
     ) {
         self.jwksURL = jwksURL
         self.httpClient = httpClient
         self.timeout = timeout
         self.refetchInterval = refetchInterval
+        self.missingKidTTL = missingKidTTL
         self.retryAfterFailure = retryAfterFailure
         self.maxKeys = maxKeys
         self.logger = logger
@@ -51,22 +60,38 @@ public actor ForgeKeySet {
     }
 
     private func fetchedAlgorithm(for kid: String) async throws(ForgeTokenRejection) -> any JWTAlgorithm {
+        var asked = false
         if let fetching {
             await fetching.value
-        } else if mayFetch() {
+            asked = true
+        } else if mayFetch(for: kid) {
             let task = Task { await self.fetch() }
             fetching = task
             await task.value
             fetching = nil
+            asked = true
         }
         let (known, isEmpty) = algorithms.withLock { ($0[kid], $0.isEmpty) }
         if let known { return known }
+        // Only a kid the key server was asked about and did not list: one refused because the
+        // last fetch was too recent must still be looked up once the interval has passed.
+        if asked, !lastFetchFailed { rememberMissing(kid) }
         throw lastFetchFailed && isEmpty ? .keyServerUnavailable : .unknownKeyID
     }
 
-    private func mayFetch() -> Bool {
+    private func rememberMissing(_ kid: String) {
+        let now = ContinuousClock.now
+        if missing[kid] != nil { return }
+        if missing.count >= 1024 { missing = missing.filter { now - $0.value < missingKidTTL } }
+        if missing.count >= 1024 { missing.removeAll(keepingCapacity: true) }
+        missing[kid] = now
+    }
+
+    private func mayFetch(for kid: String) -> Bool {
         guard let lastFetch else { return true }
-        return ContinuousClock.now - lastFetch >= (lastFetchFailed ? retryAfterFailure : refetchInterval)
+        let now = ContinuousClock.now
+        if !lastFetchFailed, let since = missing[kid], now - since < missingKidTTL { return false }
+        return now - lastFetch >= (lastFetchFailed ? retryAfterFailure : refetchInterval)
     }
 
     private func fetch() async {

@@ -3,7 +3,8 @@
 public enum ForgeTokenRejection: Error, Equatable, Sendable, CustomStringConvertible {
     case missing
     case malformed
-    case algorithmNotAllowed(String)
+    /// The header's `alg` is never echoed: it is the caller's text.
+    case algorithmNotAllowed
     case missingKeyID
     case unknownKeyID
     /// The JWKS could not be fetched: not the caller's fault (answered 503).
@@ -16,6 +17,9 @@ public enum ForgeTokenRejection: Error, Equatable, Sendable, CustomStringConvert
     case expired
     case notYetValid
     case missingInstallation
+    case badInstallation
+    case missingModule
+    case wrongEnvironment
     case missingAPIBaseURL
     case badICLabel
 
@@ -23,7 +27,7 @@ public enum ForgeTokenRejection: Error, Equatable, Sendable, CustomStringConvert
         switch self {
         case .missing: "missing Forge invocation token"
         case .malformed: "malformed Forge invocation token"
-        case .algorithmNotAllowed(let alg): "token algorithm \(alg) not allowed"
+        case .algorithmNotAllowed: "token algorithm not allowed"
         case .missingKeyID: "token has no kid"
         case .unknownKeyID: "unknown token kid"
         case .keyServerUnavailable: "cannot fetch Forge's signing keys"
@@ -35,6 +39,9 @@ public enum ForgeTokenRejection: Error, Equatable, Sendable, CustomStringConvert
         case .expired: "token expired"
         case .notYetValid: "token not yet valid"
         case .missingInstallation: "token names no installation"
+        case .badInstallation: "token installation is not an installation ARI"
+        case .missingModule: "token names no module"
+        case .wrongEnvironment: "token environment is not this deployment's"
         case .missingAPIBaseURL: "token names no apiBaseUrl"
         case .badICLabel: "token icLabel is malformed"
         }

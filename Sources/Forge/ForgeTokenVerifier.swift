@@ -2,22 +2,42 @@ import TextCoding
 import Foundation
 import JWTKit
 
-/// What a verified Forge Invocation Token says about a call.
+/// What a verified Forge Invocation Token says about a call. Forge sets everything here but
+/// `issueID`/`issueKey`: those come from the token's `context`, which Atlassian's "App context
+/// security" page says the browser can alter, so a route must check them with Jira before use.
 public struct ForgeInvocation: Sendable {
-    /// `app.installationId`: the tenant.
+    /// `app.installationId`, an installation ARI: the tenant.
     public var installationID: String
-    /// The site's cloudId: from the call's context, the installation's contexts, or the apiBaseUrl.
+    /// The site's cloudId, from the installation's contexts or the apiBaseUrl (never from the
+    /// browser-side `context`).
     public var cloudID: String?
     /// Where Jira's REST API is called for this installation.
     public var apiBaseURL: URL
-    /// `context.siteUrl`: UI calls only.
-    public var siteURL: URL?
+    /// `app.module`: which of the app's modules made the call (a UI module's type and key, or
+    /// `core:endpoint` and the endpoint's key for triggers). Set by Forge, not by the browser.
+    public var module: ForgeModule
+    /// Whether the token carries a `context`: Forge adds one to frontend calls only.
+    public var hasUIContext: Bool
     /// The calling user's account; nil for anonymous users and for events.
     public var principal: String?
-    /// `context.extension.issue`, when the call comes from an issue view module.
+    /// `context.extension.issue`, when the call comes from an issue view module (alterable in
+    /// the browser: check it with Jira).
     public var issueID: String?
     public var issueKey: String?
-    public var moduleKey: String?
+}
+
+/// A module as a Forge Invocation Token names it (`app.module`).
+public struct ForgeModule: Sendable, Hashable, CustomStringConvertible {
+    public var type: String
+    public var key: String
+    public init(type: String, key: String) {
+        self.type = type
+        self.key = key
+    }
+    /// What Forge puts in `app.module.type` for every call that is not from a UI module:
+    /// triggers, scheduled triggers, preUninstall.
+    public static let endpointType = "core:endpoint"
+    public var description: String { "\(type)/\(key)" }
 }
 
 /// Verifies Forge Invocation Tokens: RS256 only, the key by `kid` from Forge's JWKS,
@@ -27,6 +47,8 @@ public struct ForgeTokenVerifier: Sendable {
     public static let issuer = "forge/invocation-token"
 
     public let appID: String
+    /// `app.environment.id` every token must carry, when configured (`FORGE_ENVIRONMENT_ID`).
+    public let environmentID: String?
     public let leeway: TimeInterval
     let keySet: ForgeKeySet
     private let now: @Sendable () -> Date
@@ -35,8 +57,12 @@ public struct ForgeTokenVerifier: Sendable {
     /// `httpURL` by the text it was made from (nil for text that is not one).
     private let urls = BoundedCache<String, URL?>(capacity: 256)
 
-    public init(appID: String, keySet: ForgeKeySet, leeway: TimeInterval = 10, now: @escaping @Sendable () -> Date = Date.init) {
+    public init(
+        appID: String, keySet: ForgeKeySet, environmentID: String? = nil, leeway: TimeInterval = 10,
+        now: @escaping @Sendable () -> Date = Date.init
+    ) {
         self.appID = appID
+        self.environmentID = environmentID
         self.keySet = keySet
         self.leeway = leeway
         self.now = now
@@ -62,7 +88,7 @@ public struct ForgeTokenVerifier: Sendable {
             !bytes[(secondDot + 1)...].contains(UInt8(ascii: "."))
         else { throw .malformed }
         let header = try headers.value(for: Array(bytes[..<firstDot]), make: Self.header(encoded:))
-        guard header.alg == "RS256" else { throw .algorithmNotAllowed(header.alg.map(Self.printable) ?? "none") }
+        guard header.alg == "RS256" else { throw .algorithmNotAllowed }
         guard let kid = header.kid, !kid.isEmpty else { throw .missingKeyID }
         guard Self.isPlausibleKeyID(kid) else { throw .unknownKeyID }
         let algorithm = try await keySet.algorithm(for: kid)
@@ -98,25 +124,31 @@ public struct ForgeTokenVerifier: Sendable {
         guard current <= claims.exp + leeway else { throw .expired }
         if let nbf = claims.nbf, nbf > current + leeway { throw .notYetValid }
         if let iat = claims.iat, iat > current + leeway { throw .notYetValid }
-        guard let installationID = claims.app.installationId ?? claims.app.installation?.id, Self.isPlausibleIdentifier(installationID) else {
-            throw .missingInstallation
+        if let environmentID, claims.app.environment?.id != environmentID { throw .wrongEnvironment }
+        guard let installationID = claims.app.installationId ?? claims.app.installation?.id else { throw .missingInstallation }
+        // Both places name one installation, and it is an installation ARI: never a Connect
+        // clientKey or any other tenant's key (the tenants table holds both doors).
+        guard Self.isInstallationARI(installationID), claims.app.installation?.id.map({ $0 == installationID }) ?? true else {
+            throw .badInstallation
+        }
+        guard let moduleType = claims.app.module?.type, let moduleKey = claims.app.module?.key, !moduleType.isEmpty, !moduleKey.isEmpty else {
+            throw .missingModule
         }
         let contexts = claims.app.installation?.contexts ?? []
-        guard let apiBase = claims.app.apiBaseUrl ?? contexts.first?.apiBaseUrl, let apiBaseURL = urls.value(for: apiBase, make: Self.httpURL) else {
+        let jira = contexts.first { $0.name == "jira" } ?? contexts.first
+        guard let apiBase = claims.app.apiBaseUrl ?? jira?.apiBaseUrl, let apiBaseURL = urls.value(for: apiBase, make: Self.httpURL) else {
             throw .missingAPIBaseURL
         }
         let issue = claims.context?.extension?.issue
         return ForgeInvocation(
             installationID: installationID,
-            cloudID: (claims.context?.cloudId ?? contexts.first?.cloudId ?? Self.cloudID(fromAPIBase: apiBaseURL)).flatMap {
-                Self.isPlausibleIdentifier($0) ? $0 : nil
-            },
+            cloudID: (jira?.cloudId ?? Self.cloudID(fromAPIBase: apiBaseURL)).flatMap { Self.isPlausibleIdentifier($0) ? $0 : nil },
             apiBaseURL: apiBaseURL,
-            siteURL: claims.context?.siteUrl.flatMap { urls.value(for: $0, make: Self.httpURL) },
+            module: ForgeModule(type: moduleType, key: moduleKey),
+            hasUIContext: claims.context != nil,
             principal: claims.principal.flatMap { $0.isEmpty ? nil : $0 },
             issueID: issue?.id,
-            issueKey: issue?.key,
-            moduleKey: claims.context?.moduleKey ?? claims.app.module?.key
+            issueKey: issue?.key
         )
     }
 
@@ -145,6 +177,17 @@ public struct ForgeTokenVerifier: Sendable {
     /// Installation and cloud ids (ARIs, UUIDs): printable ASCII without spaces, at most 255 bytes.
     static func isPlausibleIdentifier(_ value: String) -> Bool {
         !value.isEmpty && value.utf8.count <= 255 && value.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+    }
+
+    static let installationPrefix = "ari:cloud:ecosystem::installation/"
+
+    /// `ari:cloud:ecosystem::installation/<uuid>`, as Forge forms installation ids.
+    public static func isInstallationARI(_ value: String) -> Bool {
+        let utf8 = value.utf8
+        guard utf8.count == installationPrefix.utf8.count + 36, utf8.starts(with: installationPrefix.utf8) else { return false }
+        return utf8.dropFirst(installationPrefix.utf8.count).enumerated().allSatisfy { index, byte in
+            [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-") : ASCII.hexValue(byte) != nil
+        }
     }
 
     static func isICLabel(_ label: String) -> Bool {

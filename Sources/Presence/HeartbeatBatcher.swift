@@ -43,10 +43,22 @@ final class HeartbeatBatcher: Sendable {
         var nextID = 0
         var reaperRunning = false
         var peakWaiting = 0
+        /// Heartbeats in `waiting` per person: one person's flood cannot fill the whole queue.
+        var waitingPerAccount: [AccountKey: Int] = [:]
+    }
+
+    struct AccountKey: Hashable {
+        var tenant: String
+        var accountID: String
+        init(_ viewer: ViewerKey) {
+            tenant = viewer.tenant
+            accountID = viewer.accountID
+        }
     }
 
     private enum Admission {
         case refused
+        case overQuota
         case queued(startReaper: Bool)
         case start([Waiter], startReaper: Bool)
     }
@@ -55,6 +67,9 @@ final class HeartbeatBatcher: Sendable {
     private let maxConcurrentBatches: Int
     private let maxBatchSize: Int
     private let maxWaiting: Int
+    /// Heartbeats one person may have waiting at once: a tab sends one at a time, so a few
+    /// tabs stay far below it (`HeartbeatUnavailable.overQuota`, answered 429).
+    let maxWaitingPerAccount: Int
     private let timeout: Duration
     private let flush: Flush
     /// Told once per failed batch (with its size), so a cause is logged even when every
@@ -62,13 +77,14 @@ final class HeartbeatBatcher: Sendable {
     private let onFailure: (@Sendable (any Error, Int) -> Void)?
 
     init(
-        maxConcurrentBatches: Int, maxBatchSize: Int, maxWaiting: Int = 1024, timeout: Duration = .seconds(3),
+        maxConcurrentBatches: Int, maxBatchSize: Int, maxWaiting: Int = 1024, maxWaitingPerAccount: Int = 16, timeout: Duration = .seconds(3),
         onFailure: (@Sendable (any Error, Int) -> Void)? = nil, flush: @escaping Flush
     ) {
-        precondition(maxConcurrentBatches > 0 && maxBatchSize > 0 && maxWaiting > 0 && timeout > .zero)
+        precondition(maxConcurrentBatches > 0 && maxBatchSize > 0 && maxWaiting > 0 && maxWaitingPerAccount > 0 && timeout > .zero)
         self.maxConcurrentBatches = maxConcurrentBatches
         self.maxBatchSize = maxBatchSize
         self.maxWaiting = maxWaiting
+        self.maxWaitingPerAccount = maxWaitingPerAccount
         self.timeout = timeout
         self.onFailure = onFailure
         self.flush = flush
@@ -81,6 +97,10 @@ final class HeartbeatBatcher: Sendable {
             let deadline = ContinuousClock.now + timeout
             let admission: Admission = state.withLock { state in
                 guard state.waiting.count < maxWaiting else { return .refused }
+                let account = AccountKey(heartbeat.viewer)
+                let queued = state.waitingPerAccount[account, default: 0]
+                guard queued < maxWaitingPerAccount else { return .overQuota }
+                state.waitingPerAccount[account] = queued + 1
                 let id = state.nextID
                 state.nextID &+= 1
                 state.pending[id] = Pending(continuation: continuation, deadline: deadline)
@@ -102,6 +122,9 @@ final class HeartbeatBatcher: Sendable {
             case .refused:
                 Self.refused.increment()
                 continuation.resume(throwing: HeartbeatUnavailable(reason: .queueFull))
+            case .overQuota:
+                Self.overQuota.increment()
+                continuation.resume(throwing: HeartbeatUnavailable(reason: .overQuota))
             case .queued(let startReaper):
                 if startReaper { Task { await self.reap() } }
             case .start(let batch, let startReaper):
@@ -200,14 +223,22 @@ final class HeartbeatBatcher: Sendable {
     static let batches = Counter(label: "heartbeat_batches_total")
     static let refused = Counter(label: "heartbeats_unavailable_total", dimensions: [("reason", HeartbeatUnavailable.Reason.queueFull.rawValue)])
     static let timedOut = Counter(label: "heartbeats_unavailable_total", dimensions: [("reason", HeartbeatUnavailable.Reason.timedOut.rawValue)])
+    static let overQuota = Counter(label: "heartbeats_unavailable_total", dimensions: [("reason", HeartbeatUnavailable.Reason.overQuota.rawValue)])
 
     private static func takeBatch(from state: inout State, limit: Int) -> [Waiter] {
-        guard state.waiting.count > limit else {
-            defer { state.waiting.removeAll(keepingCapacity: true) }
-            return state.waiting
+        let batch: [Waiter]
+        if state.waiting.count > limit {
+            batch = Array(state.waiting.prefix(limit))
+            state.waiting.removeFirst(limit)
+        } else {
+            batch = state.waiting
+            state.waiting.removeAll(keepingCapacity: true)
         }
-        let batch = Array(state.waiting.prefix(limit))
-        state.waiting.removeFirst(limit)
+        for waiter in batch {
+            let account = AccountKey(waiter.heartbeat.viewer)
+            let left = state.waitingPerAccount[account, default: 1] - 1
+            state.waitingPerAccount[account] = left > 0 ? left : nil
+        }
         return batch
     }
 }
@@ -228,10 +259,12 @@ public struct HeartbeatQueueStatistics: Sendable {
 
 /// A heartbeat the database could not take in time: the queue was full, or no batch recorded
 /// it before its deadline. The client should retry later (HTTP 503 with `Retry-After`).
-public struct HeartbeatUnavailable: Error, CustomStringConvertible, Sendable {
+public struct HeartbeatUnavailable: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Reason: String, Sendable {
         case queueFull = "queue_full"
         case timedOut = "timeout"
+        /// This person has too many heartbeats waiting (the caller's doing: 429).
+        case overQuota = "over_quota"
     }
 
     public var reason: Reason
@@ -240,6 +273,7 @@ public struct HeartbeatUnavailable: Error, CustomStringConvertible, Sendable {
         switch reason {
         case .queueFull: "heartbeat refused: too many heartbeats waiting for the database"
         case .timedOut: "heartbeat not recorded in time: the database is slow or unavailable"
+        case .overQuota: "too many heartbeats from this person at once"
         }
     }
 }

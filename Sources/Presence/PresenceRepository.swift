@@ -4,7 +4,10 @@ import Logging
 
 /// Viewers in PostgreSQL (`Migrations/0002_viewers.sql`, `0005_viewer_away.sql`).
 ///
-/// The only writer of `viewers`. Its statements also read `tenants` (a heartbeat for a site
+/// The only writer of `viewers`. A tenant key's form names its door (a Forge installation is
+/// an installation ARI, which no Connect clientKey may be: `LifecyclePayload`), and every
+/// statement checks the tenant's kind against it, so a key of one door never reaches the
+/// other door's tenant. Its statements also read `tenants` (a heartbeat for a site
 /// that is not installed records nothing) and `user_details` (names for the answer) in the
 /// same round trip: a heartbeat is the hot path, and one statement per batch is what makes it
 /// fast. Every statement that changes who is on an issue also notifies
@@ -96,7 +99,8 @@ public struct PresenceRepository: Sendable {
                 ) WITH ORDINALITY AS i(client_key, issue_id, issue_key, account_id, tab_id, state, seq, position)
             ), installed AS (
                 SELECT i.client_key, i.issue_id, i.issue_key, i.account_id, i.tab_id, i.state, i.seq::bigint AS seq, i.position FROM input i
-                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed')
+                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed'
+                              AND t.kind = CASE WHEN i.client_key LIKE 'ari:cloud:ecosystem::installation/%' THEN 'forge' ELSE 'connect' END)
             ), seen AS (
                 -- A tab whose row outlived its heartbeats (not swept yet) starts afresh. A heartbeat
                 -- older than the tab's last heartbeat or leave (seq) changes nothing.
@@ -189,7 +193,8 @@ public struct PresenceRepository: Sendable {
             WITH issue AS (
                 SELECT DISTINCT * FROM unnest(\(PostgresTextArray(issues.map(\.tenant))), \(PostgresTextArray(issues.map(\.issueID))))
                     AS i(client_key, issue_id)
-                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed')
+                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = i.client_key AND t.state = 'installed'
+                              AND t.kind = CASE WHEN i.client_key LIKE 'ari:cloud:ecosystem::installation/%' THEN 'forge' ELSE 'connect' END)
             ), live AS (
                 SELECT v.client_key, v.issue_id, v.account_id, min(v.first_seen) AS since, max(v.last_seen) AS last_seen,
                        bool_and(v.away_since IS NOT NULL) AS away
@@ -249,7 +254,8 @@ public struct PresenceRepository: Sendable {
             WITH gone AS (
                 INSERT INTO viewers AS v (client_key, issue_id, issue_key, account_id, tab_id, first_seen, last_seen, seq, gone)
                 SELECT \(viewer.tenant), \(viewer.issueID), \(issueKey), \(viewer.accountID), \(viewer.tabID), now(), now(), \(seq), true
-                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = \(viewer.tenant) AND t.state = 'installed')
+                WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.client_key = \(viewer.tenant) AND t.state = 'installed'
+                              AND t.kind = CASE WHEN t.client_key LIKE 'ari:cloud:ecosystem::installation/%' THEN 'forge' ELSE 'connect' END)
                 ON CONFLICT (client_key, issue_id, account_id, tab_id)
                 DO UPDATE SET gone = true, seq = EXCLUDED.seq, last_seen = EXCLUDED.last_seen
                 WHERE v.seq < EXCLUDED.seq

@@ -34,6 +34,12 @@ public final class WaitRoom: Service, Sendable {
         public var recentWindow: Duration
         /// How often deadlines are checked; a wait ends within this of its hold time.
         public var tick: Duration
+        /// Waits one caller may hold at once (`WaitUnavailable.overQuota`, answered 429): a tab
+        /// needs one (two while its next wait overtakes the answer to its last), a person a few
+        /// per open issue, and no site may hold every wait the instance has.
+        public var maxPerTab = 2
+        public var maxPerAccount = 20
+        public var maxPerTenant: Int
 
         public init(
             holdFor: Duration = .seconds(20), maxWaiting: Int = 20_000, recentWindow: Duration = .seconds(5), tick: Duration = .milliseconds(250)
@@ -42,12 +48,27 @@ public final class WaitRoom: Service, Sendable {
             self.maxWaiting = maxWaiting
             self.recentWindow = recentWindow
             self.tick = tick
+            self.maxPerTenant = max(1, maxWaiting / 2)
         }
+    }
+
+    /// Who holds a wait: its site, person and tab (the quotas' keys).
+    public struct Caller: Hashable, Sendable {
+        public var tenant: String
+        public var accountID: String
+        public var tabID: String
+        public init(tenant: String, accountID: String, tabID: String) {
+            self.tenant = tenant
+            self.accountID = accountID
+            self.tabID = tabID
+        }
+        var account: [String] { [tenant, accountID] }
     }
 
     private struct Waiter {
         var issue: IssueRef
         var version: String
+        var caller: Caller?
         var continuation: CheckedContinuation<Outcome, any Error>
     }
 
@@ -70,9 +91,30 @@ public final class WaitRoom: Service, Sendable {
         var recentChanges: [IssueRef: ContinuousClock.Instant] = [:]
         /// Issues to read and answer.
         var dirty: Set<IssueRef> = []
+        /// Waits held per tab, person and site (only those with a caller).
+        var perTab: [Caller: Int] = [:]
+        var perAccount: [[String]: Int] = [:]
+        var perTenant: [String: Int] = [:]
+
+        func isOverQuota(_ caller: Caller, _ settings: Settings) -> Bool {
+            perTab[caller, default: 0] >= settings.maxPerTab || perAccount[caller.account, default: 0] >= settings.maxPerAccount
+                || perTenant[caller.tenant, default: 0] >= settings.maxPerTenant
+        }
+
+        mutating func count(_ caller: Caller?, _ change: Int) {
+            guard let caller else { return }
+            func adjust<Key: Hashable>(_ counts: inout [Key: Int], _ key: Key) {
+                let value = counts[key, default: 0] + change
+                counts[key] = value > 0 ? value : nil
+            }
+            adjust(&perTab, caller)
+            adjust(&perAccount, caller.account)
+            adjust(&perTenant, caller.tenant)
+        }
 
         mutating func remove(_ id: Int) -> Waiter? {
             guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+            count(waiter.caller, -1)
             waitersByIssue[waiter.issue]?.remove(id)
             if waitersByIssue[waiter.issue]?.isEmpty == true { waitersByIssue[waiter.issue] = nil }
             return waiter
@@ -97,6 +139,9 @@ public final class WaitRoom: Service, Sendable {
             defer {
                 waiters = [:]
                 waitersByIssue = [:]
+                perTab = [:]
+                perAccount = [:]
+                perTenant = [:]
                 deadlines = []
                 firstDeadline = 0
             }
@@ -125,9 +170,10 @@ public final class WaitRoom: Service, Sendable {
     /// task is cancelled (the server shutting down).
     ///
     /// Once the wait is held, `onHeld` gets a function that abandons it (its client went away):
-    /// the wait then ends at once as `.unchanged`, an answer nobody will read.
+    /// the wait then ends at once as `.unchanged`, an answer nobody will read. A `caller` over
+    /// its quota (`Settings.maxPerTab`, `maxPerAccount`, `maxPerTenant`) is refused at once.
     public func wait(
-        for issue: IssueRef, version: String, onHeld: (_ abandon: @escaping @Sendable () -> Void) -> Void = { _ in }
+        for issue: IssueRef, version: String, caller: Caller? = nil, onHeld: (_ abandon: @escaping @Sendable () -> Void) -> Void = { _ in }
     ) async throws -> Outcome {
         let id = state.withLock { state in
             defer { state.nextID &+= 1 }
@@ -140,8 +186,10 @@ public final class WaitRoom: Service, Sendable {
                     if state.closed || Task.isCancelled { return .closed }
                     if !state.listening { return .feedDown }
                     if state.waiters.count >= settings.maxWaiting { return .full }
+                    if let caller, state.isOverQuota(caller, settings) { return .overQuota }
                     let now = ContinuousClock.now
-                    state.waiters[id] = Waiter(issue: issue, version: version, continuation: continuation)
+                    state.waiters[id] = Waiter(issue: issue, version: version, caller: caller, continuation: continuation)
+                    state.count(caller, 1)
                     state.deadlines.append((now + settings.holdFor, id))
                     state.waitersByIssue[issue, default: []].insert(id)
                     let recent = state.recentChanges[issue].map { now - $0 < settings.recentWindow } ?? false
@@ -320,13 +368,15 @@ public struct WaitUnavailable: Error, CustomStringConvertible, Sendable {
         case feedDown = "feed_down"
         /// Shutting down.
         case closed
+        /// This tab, person or site holds as many waits as it may (answered 429).
+        case overQuota = "over_quota"
     }
 
     public var reason: Reason
 
     public var retryAfterSeconds: Int {
         switch reason {
-        case .full, .feedDown: 5
+        case .full, .feedDown, .overQuota: 5
         case .closed: 1
         }
     }
@@ -336,6 +386,7 @@ public struct WaitUnavailable: Error, CustomStringConvertible, Sendable {
         case .full: "too many panels waiting"
         case .feedDown: "live updates are unavailable for now"
         case .closed: "the server is restarting"
+        case .overQuota: "too many waits for this caller"
         }
     }
 }

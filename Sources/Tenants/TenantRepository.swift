@@ -63,13 +63,14 @@ public struct TenantRepository: Sendable {
         return !rows.isEmpty
     }
 
-    /// Marks the tenant uninstalled, drops its secret and erases its personal data, atomically.
-    /// Idempotent; answers false for a tenant we never knew.
+    /// Connect's uninstall: marks the site uninstalled, drops its secret and erases its personal
+    /// data, atomically. Idempotent; answers false for a site we never knew. A Forge
+    /// installation is never touched by it.
     @discardableResult
     public func uninstall(clientKey: String, at now: Date = Date()) async throws -> Bool {
         try await retryingDeadlocks {
             try await pool.transaction { connection in
-                try await uninstall(clientKey: clientKey, at: now, on: connection)
+                try await uninstall(clientKey: clientKey, kind: .connect, at: now, on: connection)
             }
         }
     }
@@ -91,7 +92,7 @@ public struct TenantRepository: Sendable {
                         'jira', 'uninstalled', \(now), \(now), \(now))
                 ON CONFLICT (client_key) DO NOTHING
                 """)
-            _ = try await uninstall(clientKey: installation.installationID, at: now, on: connection)
+            _ = try await uninstall(clientKey: installation.installationID, kind: .forge, at: now, on: connection)
         }
     }
 
@@ -108,14 +109,16 @@ public struct TenantRepository: Sendable {
         }
     }
 
-    /// The one erase path of both front doors.
-    private func uninstall(clientKey: String, at now: Date, on connection: PooledConnection) async throws -> Bool {
+    /// The one erase path of both front doors, for a tenant of `kind` only: a key of one door
+    /// never uninstalls or erases the other's tenant.
+    private func uninstall(clientKey: String, kind: Tenant.Kind, at now: Date, on connection: PooledConnection) async throws -> Bool {
         let updated = try await connection.query(
             """
             UPDATE tenants SET state = 'uninstalled', shared_secret_sealed = NULL, secret_key_id = NULL,
                                uninstalled_at = \(now), updated_at = \(now)
-            WHERE client_key = \(clientKey)
+            WHERE client_key = \(clientKey) AND kind = \(kind.rawValue)
             """)
+        guard updated.affectedRows > 0 else { return false }
         for eraser in erasers {
             try await eraser.eraseTenant(clientKey: clientKey, on: connection)
         }

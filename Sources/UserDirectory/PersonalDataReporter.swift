@@ -3,6 +3,7 @@ import Connect
 import Foundation
 import Libpq
 import Logging
+import Metrics
 import NIOCore
 import NIOFoundationCompat
 import ServiceLifecycle
@@ -16,6 +17,13 @@ import ServiceLifecycle
 /// account twice in a cycle. Runs wake at jittered intervals, never at round times. The waits
 /// (between runs, and a 429's `Retry-After`) run on the injected clock, `ContinuousClock` unless
 /// told otherwise; the cycle is the database's time (`reported_at`).
+///
+/// A Forge site can only be reported with a fresh system token, which lives in one instance's
+/// memory. Forge's hourly scheduled trigger brings one even to a site nobody visits; the
+/// instance it reaches asks for that site's report at once (`requestReport`), and runs it in
+/// this service. Each site's report holds a session advisory lock for that site, so one
+/// instance reports it at a time; every site skipped (no token, locked, failed) is logged and
+/// counted (`personal_data_sites_skipped_total`).
 public struct PersonalDataReporter: Service {
     public struct Settings: Sendable {
         public var reportURL: URL
@@ -61,6 +69,11 @@ public struct PersonalDataReporter: Service {
     let settings: Settings
     let clock: AnyClock<Duration>
     let logger: Logger
+    /// Sites whose report was asked for (scheduled trigger); bounded, the newest dropped when full.
+    private let requested: AsyncStream<String>
+    private let requests: AsyncStream<String>.Continuation
+
+    static func skipped(_ reason: String) -> Counter { Counter(label: "personal_data_sites_skipped_total", dimensions: [("reason", reason)]) }
 
     public init(
         pool: PostgresPool, client: JiraClient, repository: UserDetailsRepository, enricher: UserEnricher,
@@ -74,28 +87,88 @@ public struct PersonalDataReporter: Service {
         self.settings = settings
         self.clock = AnyClock(clock)
         self.logger = logger
+        (requested, requests) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingOldest(10_000))
+    }
+
+    /// Asks for one site's report soon, on this instance (which holds its fresh token). Never waits.
+    public func requestReport(tenant: String) {
+        if case .dropped = requests.yield(tenant) {
+            Self.skipped("queue_full").increment()
+            logger.warning("personal data report request dropped: queue full", metadata: ["tenant": "\(tenant)"])
+        }
+    }
+
+    /// Reports the accounts of one site that are due, unless another instance is reporting it.
+    public func reportSite(_ tenant: String) async throws -> Summary {
+        try await pool.withConnection { lockHolder in
+            guard try await Self.tryLock(site: tenant, on: lockHolder) else {
+                skip(tenant, reason: "locked", level: .debug)
+                return Summary(anotherInstanceReporting: true)
+            }
+            do {
+                let summary = try await reportDue(only: tenant)
+                try? await Self.unlock(site: tenant, on: lockHolder)
+                return summary
+            } catch {
+                try? await Self.unlock(site: tenant, on: lockHolder)
+                throw error
+            }
+        }
+    }
+
+    /// The session advisory lock of one site's report: (class, hash of the key).
+    static func tryLock(site tenant: String, on connection: PooledConnection) async throws -> Bool {
+        let rows = try await connection.query("SELECT pg_try_advisory_lock(\(siteLockClass), hashtext(\(tenant))) AS locked")
+        return try rows[0].decode(Bool.self, "locked")
+    }
+
+    static func unlock(site tenant: String, on connection: PooledConnection) async throws {
+        _ = try await connection.query("SELECT pg_advisory_unlock(\(siteLockClass), hashtext(\(tenant)))")
+    }
+
+    /// "rpst" in ASCII: the class of the per-site report locks.
+    public static let siteLockClass: Int32 = 0x7270_7374
+
+    func skip(_ tenant: String, reason: String, level: Logger.Level = .info) {
+        Self.skipped(reason).increment()
+        logger.log(level: level, "personal data report skipped a site", metadata: ["tenant": "\(tenant)", "reason": "\(reason)"])
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                do {
-                    try await clock.sleep(for: settings.interval * settings.jitter(0.5...1.5))
-                } catch {
-                    return
-                }
-                do {
-                    let summary = try await runOnce()
-                    if summary.requests > 0 {
-                        logger.info(
-                            "reported personal data",
-                            metadata: ["accounts": "\(summary.reported)", "closed": "\(summary.closed)", "updated": "\(summary.updated)"])
+            await withDiscardingTaskGroup { group in
+                // Sites asked for by the scheduled trigger, one at a time.
+                group.addTask {
+                    for await tenant in requested {
+                        do {
+                            let summary = try await reportSite(tenant)
+                            log(summary)
+                        } catch {
+                            logger.warning("personal data report failed for a site", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                        }
                     }
-                } catch {
-                    logger.warning("personal data report failed; retrying next run", metadata: ["error": "\(error)"])
                 }
+                while !Task.isCancelled {
+                    do {
+                        try await clock.sleep(for: settings.interval * settings.jitter(0.5...1.5))
+                    } catch {
+                        break
+                    }
+                    do {
+                        log(try await runOnce())
+                    } catch {
+                        logger.warning("personal data report failed; retrying next run", metadata: ["error": "\(error)"])
+                    }
+                }
+                requests.finish()
             }
         }
+    }
+
+    private func log(_ summary: Summary) {
+        guard summary.requests > 0 else { return }
+        logger.info(
+            "reported personal data", metadata: ["accounts": "\(summary.reported)", "closed": "\(summary.closed)", "updated": "\(summary.updated)"])
     }
 
     /// One report run across instances: the run holds a session advisory lock on a connection
@@ -109,7 +182,7 @@ public struct PersonalDataReporter: Service {
                 return Summary(anotherInstanceReporting: true)
             }
             do {
-                let summary = try await reportDue()
+                let summary = try await reportDue(lockingSitesOn: lockHolder)
                 _ = try? await lockHolder.query("SELECT pg_advisory_unlock(\(Self.reportLockKey))")
                 return summary
             } catch {
@@ -122,32 +195,53 @@ public struct PersonalDataReporter: Service {
     /// "reporter" in ASCII.
     public static let reportLockKey = 0x7265_706F_7274_6572
 
-    /// Reports every account that is due, tenant by tenant. A tenant that cannot be reported
-    /// now (no token yet, or its report failed) is skipped for this run; the others go on.
-    func reportDue() async throws -> Summary {
+    /// Reports every account that is due (of `only` that site, when given), tenant by tenant.
+    /// A tenant that cannot be reported now (no token yet, another instance reporting it, or its
+    /// report failed) is skipped for this run; the others go on.
+    func reportDue(only site: String? = nil, lockingSitesOn lockHolder: PooledConnection? = nil) async throws -> Summary {
         var summary = Summary()
         let cycle = try await currentCycle()
         var skipped: [String] = []
         while true {
-            let due = try await dueBatch(cycle: cycle, skipping: skipped)
+            let due = try await dueBatch(cycle: cycle, skipping: skipped, only: site)
             guard let tenant = due.first?.tenant else { return summary }
             let accounts = due.map { (accountID: $0.accountID, fetchedAt: $0.fetchedAt) }
-            switch try await credentials(tenant) {
-            case .uninstalled:
-                // Its details are being erased; do not report them.
-                try await markReported(tenant: tenant, accountIDs: accounts.map(\.accountID))
-            case .waiting:
+            // The scheduled trigger's run for this site may be going on at another instance.
+            if let lockHolder, !(try await Self.tryLock(site: tenant, on: lockHolder)) {
+                skip(tenant, reason: "locked", level: .debug)
                 skipped.append(tenant)
-            case .available(let site):
-                do {
-                    try await report(tenant: tenant, site: site, accounts: accounts, summary: &summary)
-                } catch is CancellationError {
-                    throw CancellationError()
-                } catch {
-                    logger.warning(
-                        "personal data report failed for a site; retrying next run", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
-                    skipped.append(tenant)
-                }
+                continue
+            }
+            do {
+                try await reportTenant(tenant, accounts: accounts, summary: &summary, skipped: &skipped)
+            } catch {
+                if let lockHolder { try? await Self.unlock(site: tenant, on: lockHolder) }
+                throw error
+            }
+            if let lockHolder { try await Self.unlock(site: tenant, on: lockHolder) }
+        }
+    }
+
+    private func reportTenant(
+        _ tenant: String, accounts: [(accountID: String, fetchedAt: Date)], summary: inout Summary, skipped: inout [String]
+    ) async throws {
+        switch try await credentials(tenant) {
+        case .uninstalled:
+            // Its details are being erased; do not report them.
+            try await markReported(tenant: tenant, accountIDs: accounts.map(\.accountID))
+        case .waiting:
+            skip(tenant, reason: "no_token")
+            skipped.append(tenant)
+        case .available(let site):
+            do {
+                try await report(tenant: tenant, site: site, accounts: accounts, summary: &summary)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                logger.warning(
+                    "personal data report failed for a site; retrying next run", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+                skip(tenant, reason: "failed")
+                skipped.append(tenant)
             }
         }
     }
@@ -208,13 +302,15 @@ public struct PersonalDataReporter: Service {
     }
 
     /// Up to one request's worth of due accounts, all of one tenant, not one of `skipping`.
-    func dueBatch(cycle: TimeInterval, skipping: [String] = []) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
+    func dueBatch(
+        cycle: TimeInterval, skipping: [String] = [], only site: String? = nil
+    ) async throws -> [(tenant: String, accountID: String, fetchedAt: Date)] {
         let rows = try await pool.query(
             """
             WITH first_tenant AS (
                 SELECT client_key FROM user_details
                 WHERE status = 'found' AND (reported_at IS NULL OR reported_at <= now() - make_interval(secs => \(cycle)))
-                  AND client_key <> ALL(\(PostgresTextArray(skipping)))
+                  AND client_key <> ALL(\(PostgresTextArray(skipping))) AND (\(site)::text IS NULL OR client_key = \(site))
                 ORDER BY client_key LIMIT 1
             )
             SELECT u.client_key, u.account_id, u.fetched_at FROM user_details u JOIN first_tenant f USING (client_key)

@@ -86,6 +86,15 @@ public struct AppConfiguration: Sendable {
     public var forgeAppID: String?
     /// Where Forge publishes the keys of its invocation tokens.
     public var forgeJWKSURL: String
+    /// Held waits one site may have at once (default three quarters of `MAX_WAITING_PANELS`):
+    /// no site can take every slot. Above it, and above the per-person and per-tab quotas, 429.
+    public var maxWaitingPanelsPerSite: Int
+    /// Held waits one person may have at once.
+    public var maxWaitingPanelsPerAccount: Int
+    /// When set, every invocation token must name this Forge environment (`app.environment.id`).
+    public var forgeEnvironmentID: String?
+    /// How long Jira's answer to "may this person see this issue?" is kept (Forge door).
+    public var forgeIssueAccessTTLSeconds: Int
     /// A request still incomplete this long after its first byte is dropped (slow clients).
     public var httpRequestTimeoutSeconds: Int
     /// An HTTP connection with no request being read or answered is closed after this long.
@@ -103,7 +112,7 @@ public struct AppConfiguration: Sendable {
         let reader = EnvironmentReader(environment)
         host = reader.string("HOST", default: "127.0.0.1")
         port = try reader.integer("PORT", default: 8080, in: 0...65535)
-        baseURL = try reader.baseURL("BASE_URL", default: "http://localhost:\(port)")
+        baseURL = try reader.baseURL("BASE_URL", default: "http://localhost:\(port)", trustAnchor: true)
         databaseURL = reader.optionalString("DATABASE_URL")
         dataDirectory = URL(fileURLWithPath: reader.string("DATA_DIR", default: ".whoslooking"))
         databasePoolSize = try reader.integer("DATABASE_POOL_SIZE", default: 8, in: 1...200)
@@ -125,7 +134,8 @@ public struct AppConfiguration: Sendable {
         guard appKey.count <= 64, appKey.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }) else {
             throw Invalid(variable: "APP_KEY", reason: "must be 1 to 64 characters of A-Z a-z 0-9 - . _, got '\(appKey)'")
         }
-        installKeysURL = try reader.baseURL("CONNECT_INSTALL_KEYS_URL", default: "https://connect-install-keys.atlassian.com").absoluteString
+        installKeysURL = try reader.baseURL("CONNECT_INSTALL_KEYS_URL", default: "https://connect-install-keys.atlassian.com", trustAnchor: true)
+            .absoluteString
         secretEncryptionKey = reader.optionalString("SECRET_ENCRYPTION_KEY")
         if let secretEncryptionKey, (try? SecretBox(base64Key: secretEncryptionKey)) == nil {
             throw Invalid(variable: "SECRET_ENCRYPTION_KEY", reason: "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
@@ -150,7 +160,7 @@ public struct AppConfiguration: Sendable {
         }
         sweepIntervalSeconds = try reader.integer("SWEEP_INTERVAL_SECONDS", default: 30, in: 1...86400)
         ticketMaxAgeSeconds = try reader.integer("TICKET_MAX_AGE_SECONDS", default: 12 * 3600, in: 60...(7 * 86400))
-        allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js").absoluteString
+        allJSURL = try reader.baseURL("ALLJS_URL", default: "https://connect-cdn.atl-paas.net/all.js", trustAnchor: true).absoluteString
         publicDirectory = try reader.directory("PUBLIC_DIR", default: Self.defaultProjectFolder("Public"))
         awayPollIntervalSeconds = try reader.integer("AWAY_POLL_INTERVAL_SECONDS", default: 60, in: 1...3600)
         awayTTLSeconds = try reader.integer("AWAY_TTL_SECONDS", default: 1800, in: 1...86400)
@@ -160,11 +170,14 @@ public struct AppConfiguration: Sendable {
         // Forge ends an invokeRemote call after 25 s: a held wait must be answered before.
         waitSeconds = try reader.integer("WAIT_SECONDS", default: 20, in: 1...24)
         maxWaitingPanels = try reader.integer("MAX_WAITING_PANELS", default: 20_000, in: 0...1_000_000)
+        maxWaitingPanelsPerSite = try reader.integer("MAX_WAITING_PANELS_PER_SITE", default: max(1, maxWaitingPanels * 3 / 4), in: 1...1_000_000)
+        maxWaitingPanelsPerAccount = try reader.integer("MAX_WAITING_PANELS_PER_ACCOUNT", default: 20, in: 1...10_000)
         userCacheTTLSeconds = try reader.integer("USER_CACHE_TTL_SECONDS", default: 86400, in: 60...(30 * 86400))
         userMissingTTLSeconds = try reader.integer("USER_MISSING_TTL_SECONDS", default: 3600, in: 1...86400)
         jiraTimeoutSeconds = try reader.integer("JIRA_TIMEOUT_SECONDS", default: 10, in: 1...120)
         personalDataReportURL = try reader.baseURL(
-            "PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true)
+            "PERSONAL_DATA_REPORT_URL", default: "https://api.atlassian.com/app/report-accounts/", keepTrailingSlash: true,
+            trustAnchor: true)
         personalDataReportIntervalSeconds = try reader.integer("PERSONAL_DATA_REPORT_INTERVAL_SECONDS", default: 3600, in: 1...(7 * 86400))
         logFormat = reader.string("LOG_FORMAT", default: "text").lowercased()
         guard ["text", "json"].contains(logFormat) else {
@@ -184,14 +197,25 @@ public struct AppConfiguration: Sendable {
             }
         }
         forgeJWKSURL = try reader.baseURL(
-            "FORGE_JWKS_URL", default: "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json", keepTrailingSlash: true
+            "FORGE_JWKS_URL", default: "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json", keepTrailingSlash: true,
+            trustAnchor: true
         ).absoluteString
+        forgeEnvironmentID = reader.optionalString("FORGE_ENVIRONMENT_ID")
+        if let forgeEnvironmentID, forgeEnvironmentID.utf8.count > 255 || forgeEnvironmentID.utf8.contains(where: { $0 < 0x21 || $0 > 0x7E }) {
+            throw Invalid(variable: "FORGE_ENVIRONMENT_ID", reason: "must be the environment's id from the developer console")
+        }
+        forgeIssueAccessTTLSeconds = try reader.integer("FORGE_ISSUE_ACCESS_TTL_SECONDS", default: 300, in: 1...3600)
         httpRequestTimeoutSeconds = try reader.integer("HTTP_REQUEST_TIMEOUT_SECONDS", default: 30, in: 1...3600)
         httpIdleTimeoutSeconds = try reader.integer("HTTP_IDLE_TIMEOUT_SECONDS", default: 75, in: 1...3600)
         httpMaxConnections = try reader.integer("HTTP_MAX_CONNECTIONS", default: 20_000, in: 1...1_000_000)
         metricsRefreshSeconds = try reader.integer("METRICS_REFRESH_SECONDS", default: 15, in: 1...3600)
         variablesRead = reader.namesRead
+        plainHTTPTrustAnchors = reader.plainHTTPTrustAnchors
     }
+
+    /// The trust anchors given as plain http (allowed only on a loopback host: the local
+    /// stand-ins and tests): logged once at start, since each relaxes what is trusted.
+    public let plainHTTPTrustAnchors: [String]
 
     /// Every environment variable this configuration reads.
     public let variablesRead: Set<String>
@@ -251,6 +275,7 @@ public struct AppConfiguration: Sendable {
 final class EnvironmentReader {
     let environment: [String: String]
     private(set) var namesRead: Set<String> = []
+    private(set) var plainHTTPTrustAnchors: [String] = []
 
     init(_ environment: [String: String]) {
         self.environment = environment
@@ -275,7 +300,10 @@ final class EnvironmentReader {
         return value
     }
 
-    func baseURL(_ name: String, default fallback: String, keepTrailingSlash: Bool = false) throws -> URL {
+    /// An absolute http(s) URL. A `trustAnchor` (where keys, scripts or our own identity come
+    /// from) must be https, unless its host is a loopback address, where only this machine
+    /// can answer; those are listed in `plainHTTPTrustAnchors`.
+    func baseURL(_ name: String, default fallback: String, keepTrailingSlash: Bool = false, trustAnchor: Bool = false) throws -> URL {
         let text = optionalString(name) ?? fallback
         guard let components = URLComponents(string: text),
             let scheme = components.scheme?.lowercased(), scheme == "https" || scheme == "http",
@@ -285,10 +313,24 @@ final class EnvironmentReader {
         else {
             throw AppConfiguration.Invalid(variable: name, reason: "must be an absolute http(s) URL without query or fragment, got '\(text)'")
         }
+        if trustAnchor, scheme == "http" {
+            guard Self.isLoopback(host: components.host ?? "") else {
+                throw AppConfiguration.Invalid(variable: name, reason: "must be https (plain http only on a loopback host), got '\(text)'")
+            }
+            plainHTTPTrustAnchors.append(name)
+        }
         if keepTrailingSlash { return url }
         // One trailing slash is the same URL as none: keep none, so paths join cleanly.
         let trimmed = url.absoluteString.hasSuffix("/") ? String(url.absoluteString.dropLast()) : url.absoluteString
         return URL(string: trimmed)!
+    }
+
+    /// `localhost`, 127.0.0.0/8 and `::1`.
+    static func isLoopback(host: String) -> Bool {
+        let host = host.lowercased()
+        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     func directory(_ name: String, default fallback: String) throws -> URL {

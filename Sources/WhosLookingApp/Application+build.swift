@@ -70,7 +70,7 @@ struct AppParts {
         waitRoom = WaitRoom(
             repository: presence,
             listener: PostgresListener(configuration: .init(conninfo: pool.configuration.conninfo, channels: [ViewerChanges.channel])),
-            settings: .init(holdFor: .seconds(configuration.waitSeconds), maxWaiting: configuration.maxWaitingPanels),
+            settings: configuration.waitRoomSettings,
             logger: logger
         )
         userDetails = UserDetailsRepository(
@@ -155,10 +155,16 @@ struct AppParts {
                 verifier: ForgeTokenVerifier(
                     appID: forgeAppID,
                     keySet: ForgeKeySet(jwksURL: configuration.forgeJWKSURL, logger: logger),
+                    environmentID: configuration.forgeEnvironmentID,
                     leeway: Double(configuration.jwtLeewaySeconds)
                 ),
                 tenants: tenants, presence: presence, recorder: recorder, waits: PanelWaits(room: waitRoom, connections: connections),
                 systemTokens: systemTokens,
+                issueAccess: ForgeIssueAccess(
+                    jira: JiraClient(appKey: configuration.appKey, timeout: .seconds(Int64(configuration.jiraTimeoutSeconds))),
+                    ttl: .seconds(configuration.forgeIssueAccessTTLSeconds), logger: logger
+                ),
+                reporter: reporter,
                 polls: configuration.panelPolls
             ).addRoutes(to: router)
         }
@@ -173,6 +179,13 @@ struct PanelPolls: Sendable {
 }
 
 extension AppConfiguration {
+    var waitRoomSettings: WaitRoom.Settings {
+        var settings = WaitRoom.Settings(holdFor: .seconds(waitSeconds), maxWaiting: maxWaitingPanels)
+        settings.maxPerTenant = maxWaitingPanelsPerSite
+        settings.maxPerAccount = maxWaitingPanelsPerAccount
+        return settings
+    }
+
     var panelPolls: PanelPolls { PanelPolls(pollSeconds: pollIntervalSeconds, awayPollSeconds: awayPollIntervalSeconds) }
 
     /// An away tab heartbeats every `awayPollIntervalSeconds`, but a browser may delay a hidden

@@ -28,9 +28,16 @@ enum ClientErrors {
             // One line per heartbeat would flood the log in an outage: the batch's failure is
             // logged once with its cause, and `heartbeats_unavailable_total` counts these.
             logger.debug("heartbeat not recorded", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            guard error.reason != .overQuota else {
+                return HTTPError(.tooManyRequests, headers: [.retryAfter: "1"], message: error.description)
+            }
             return unavailable("database unavailable")
         case let error as WaitUnavailable:
             logger.debug("wait not held", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            guard error.reason != .overQuota else {
+                // The caller's own doing, not ours: a 4xx, never an error-level line.
+                return HTTPError(.tooManyRequests, headers: [.retryAfter: "\(error.retryAfterSeconds)"], message: error.description)
+            }
             return unavailable(error.description, retryAfter: error.retryAfterSeconds)
         case let error as HTTPParserError:
             logger.info("malformed request body", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])

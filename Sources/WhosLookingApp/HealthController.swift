@@ -10,6 +10,14 @@ struct HealthController {
     /// `/readyz` answers within this, ready or not: a stalled database must not hold the
     /// orchestrator's probe (nor pile probes up on the pool).
     var budget: Duration = .seconds(1)
+    /// Anyone may call `/readyz`: its answer is shared for a second, and callers arriving
+    /// while a check runs await that one, so probes cannot become a query per request.
+    let probe = ReadinessProbe(freshFor: .seconds(1))
+
+    init(pool: PostgresPool, budget: Duration = .seconds(1)) {
+        self.pool = pool
+        self.budget = budget
+    }
 
     func addRoutes(to router: Router<Context>) {
         router.get("healthz") { _, _ in "ok\n" }
@@ -23,8 +31,10 @@ struct HealthController {
         // The check's own deadlines (waiting for a connection, the statement) are the budget
         // too, but opening a connection to a stalled server can take longer: the answer does
         // not wait for it.
-        let outcome = await Self.within(budget) {
-            try await pool.query("SELECT 1", timeout: budget)
+        let outcome = await probe.outcome {
+            await Self.within(budget) {
+                try await pool.query("SELECT 1", timeout: budget)
+            }.map { _ in () }
         }
         switch outcome {
         case .success:
@@ -67,6 +77,52 @@ struct HealthController {
                     result = .failure(error)
                 }
                 if answer(result) { timer.cancel() }
+            }
+        }
+    }
+
+    /// The readiness answer, computed at most once per `freshFor`, one check at a time.
+    final class ReadinessProbe: Sendable {
+        private struct State {
+            var last: (outcome: Result<Void, any Error>, at: ContinuousClock.Instant)?
+            var running: Task<Result<Void, any Error>, Never>?
+        }
+        private let state = Mutex(State())
+        private let freshFor: Duration
+        private let performed = Mutex(0)
+
+        init(freshFor: Duration) {
+            self.freshFor = freshFor
+        }
+
+        /// Checks run so far (for tests).
+        var checks: Int { performed.withLock { $0 } }
+
+        func outcome(_ check: @escaping @Sendable () async -> Result<Void, any Error>) async -> Result<Void, any Error> {
+            let now = ContinuousClock.now
+            enum Step {
+                case known(Result<Void, any Error>)
+                case wait(Task<Result<Void, any Error>, Never>)
+            }
+            let step: Step = state.withLock { state in
+                if let last = state.last, now - last.at < freshFor { return .known(last.outcome) }
+                if let running = state.running { return .wait(running) }
+                performed.withLock { $0 += 1 }
+                // Awaited by this caller and any arriving meanwhile; gone once it answers.
+                let task = Task {
+                    let outcome = await check()
+                    self.state.withLock { state in
+                        state.last = (outcome, ContinuousClock.now)
+                        state.running = nil
+                    }
+                    return outcome
+                }
+                state.running = task
+                return .wait(task)
+            }
+            switch step {
+            case .known(let outcome): return outcome
+            case .wait(let running): return await running.value
             }
         }
     }

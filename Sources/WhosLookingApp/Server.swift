@@ -39,6 +39,13 @@ public enum Server {
             try await migrator.migrate(pool: pool, logger: logger)
             try await resealSecrets(pool: pool, secrets: secrets, logger: logger)
             let app = buildApplication(configuration: configuration, pool: pool, secrets: secrets, metrics: registry, logger: logger)
+            if !configuration.plainHTTPTrustAnchors.isEmpty {
+                // Each one lets this machine's loopback speak for Atlassian (the local stand-ins):
+                // said once, at start, so that no deployment runs so without knowing it.
+                logger.warning(
+                    "trust relaxed: plain http on loopback for \(configuration.plainHTTPTrustAnchors.joined(separator: ", "))",
+                    metadata: ["settings": "\(configuration.plainHTTPTrustAnchors.joined(separator: ","))"])
+            }
             logger.info("serving", metadata: ["baseURL": "\(configuration.baseURL.absoluteString)"])
             try await app.runService()
         }
@@ -49,7 +56,9 @@ public enum Server {
         let (resealed, unreadable) = try await TenantRepository(pool: pool, secrets: secrets).resealUnderCurrentKey()
         if resealed > 0 { logger.notice("re-sealed shared secrets under the current key", metadata: ["tenants": "\(resealed)"]) }
         if unreadable > 0 {
-            logger.error("shared secrets sealed under an unknown key: those sites must reinstall, or add the old key to SECRET_ENCRYPTION_KEY_PREVIOUS", metadata: ["tenants": "\(unreadable)"])
+            logger.error(
+                "shared secrets sealed under an unknown key: those sites must reinstall, or add the old key to SECRET_ENCRYPTION_KEY_PREVIOUS",
+                metadata: ["tenants": "\(unreadable)"])
         }
     }
 

@@ -76,7 +76,7 @@ struct BenchHost: AsyncParsableCommand {
         try await serving.value
     }
 
-    /// One `tabId invocationToken systemToken` line per viewer, once the Forge install went through.
+    /// One `tabId invocationToken systemToken userToken` line per viewer, once the Forge install went through.
     func forgeHeartbeats(_ site: ForgeSite) async throws -> [String] {
         let deadline = ContinuousClock.now + .seconds(60)
         while await site.status != .installed {
@@ -93,7 +93,8 @@ struct BenchHost: AsyncParsableCommand {
                         accountId: "forge-bench-\(index)"
                     )
                     claims.exp = claims.iat + 3600
-                    return "\(UUID().uuidString.lowercased()) \(try await site.sign(claims)) \(systemToken)"
+                    let userToken = try await site.userToken(accountId: "forge-bench-\(index)")
+                    return "\(UUID().uuidString.lowercased()) \(try await site.sign(claims)) \(systemToken) \(userToken)"
                 }
             }
             var lines: [String] = []

@@ -20,6 +20,11 @@ public final class FakeForge: Sendable {
     /// A key the JWKS does not hold: an attacker's.
     public let unpublished: KeyPair
     private let fetchCount = Mutex(0)
+    /// Keys the JWKS publishes besides `published` (a key rotation).
+    private let rotatedIn = Mutex<[KeyPair]>([])
+
+    /// Publishes `key` from now on, as Forge does when it rotates its signing key.
+    public func publish(_ key: KeyPair) { rotatedIn.withLock { $0.append(key) } }
 
     public var jwksFetches: Int { fetchCount.withLock { $0 } }
 
@@ -35,9 +40,9 @@ public final class FakeForge: Sendable {
     /// Serves the JWKS at `GET /jwks.json` while `body` runs.
     public func withJWKS<Result: Sendable>(_ body: @Sendable (_ jwksURL: String) async throws -> Result) async throws -> Result {
         let router = Router()
-        let json = try Self.jwks([published])
         router.get("jwks.json") { _, _ -> Response in
             self.fetchCount.withLock { $0 += 1 }
+            let json = try Self.jwks([self.published] + self.rotatedIn.withLock { $0 })
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json)))
         }
         return try await LiveServer.run(router: router) { port in
@@ -66,14 +71,16 @@ public final class FakeForge: Sendable {
         now: Date = Date(), lifetime: TimeInterval = 25
     ) -> [String: Any] {
         let iat = now.timeIntervalSince1970.rounded(.down)
+        let apiBase = apiBaseURL ?? "https://api.atlassian.com/ex/jira/\(cloudID)"
         var claims: [String: Any] = [
             "iss": "forge/invocation-token", "aud": appID, "iat": iat, "nbf": iat, "exp": iat + lifetime,
             "jti": UUID().uuidString,
             "app": [
                 "id": appID, "appVersion": "1.0.0", "installationId": installationID,
-                "apiBaseUrl": apiBaseURL ?? "https://api.atlassian.com/ex/jira/\(cloudID)",
+                "apiBaseUrl": apiBase,
                 "environment": ["type": "DEVELOPMENT", "id": "e1"],
                 "module": ["type": "jira:issueContext", "key": "wl-panel"],
+                "installation": ["id": installationID, "contexts": [["name": "jira", "apiBaseUrl": apiBase, "cloudId": cloudID]]] as [String: Any],
             ] as [String: Any],
         ]
         var extensionContext: [String: Any] = ["type": "jira:issueContext", "project": ["id": "10000", "key": "DEMO"]]
@@ -82,6 +89,22 @@ public final class FakeForge: Sendable {
             ["cloudId": cloudID, "siteUrl": "https://acme.atlassian.net", "moduleKey": "wl-panel", "localId": "l1", "extension": extensionContext]
             as [String: Any]
         if let principal { claims["principal"] = principal }
+        return claims
+    }
+
+    /// The claims of a trigger's call (lifecycle, preUninstall, scheduled), as the Forge Remote
+    /// contract describes them: `app.module` is `core:endpoint` and the endpoint's key, and
+    /// there is neither a `context` nor a `principal`.
+    public static func triggerClaims(
+        endpoint: String, installationID: String = "ari:cloud:ecosystem::installation/1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        cloudID: String = "4a3b2c1d-0000-4000-8000-00000000c10d", apiBaseURL: String? = nil
+    ) -> [String: Any] {
+        var claims = panelClaims(
+            installationID: installationID, cloudID: cloudID, principal: nil, issueID: nil, issueKey: nil, apiBaseURL: apiBaseURL)
+        claims["context"] = nil
+        var app = claims["app"] as! [String: Any]
+        app["module"] = ["type": "core:endpoint", "key": endpoint]
+        claims["app"] = app
         return claims
     }
 

@@ -22,6 +22,10 @@ public actor JiraStandIn {
         /// Bulk pages after the first (`startAt` > 0) answer `status` (with `Retry-After` on a 429)
         /// for the next `times` such calls, then normally; first pages are always answered.
         case laterPagesFail(status: Int, retryAfter: Int = 1, times: Int)
+        /// Every user call answers `status` (401 or 403: Jira refusing the app's credentials,
+        /// which still verify here) until the behaviour is changed. With `noBulk` the bulk
+        /// endpoint answers 404 instead, so the refusals come to the one-by-one lookups.
+        case refusing(status: Int, noBulk: Bool = false)
     }
 
     public struct Call: Sendable {
@@ -47,6 +51,12 @@ public actor JiraStandIn {
     private var bearerTokens: [String: String] = [:]  // Forge sites: site -> the system token it accepts
     private var behaviours: [String: Behaviour] = [:]
     private var users: [String: [String: Any & Sendable]] = [:]
+    /// Issue checks (`GET /{site}/rest/api/3/issue/{id}` with a user token `user-token-<accountId>`):
+    /// issues restricted to some people; every other issue is visible to everyone.
+    private var restrictedIssues: [String: Set<String>] = [:]
+    /// When set, issue checks answer this status instead (a Jira that cannot answer).
+    private var issueCheckStatus: Int?
+    public private(set) var issueChecks: [(site: String, issueID: String, accountID: String?)] = []
     private var reportAnswer: @Sendable ([String]) -> (status: Int, headers: [String: String], body: String) = { _ in (204, [:], "") }
 
     public init() {}
@@ -68,6 +78,13 @@ public actor JiraStandIn {
         users[accountId] = user
     }
 
+    /// The user token a test sends for `accountId` (`x-forge-oauth-user`): opaque to the app.
+    public static func userToken(_ accountId: String) -> String { "user-token-\(accountId)" }
+    /// Only these people may see the issue.
+    public func restrictIssue(_ issueID: String, to accountIDs: Set<String>) { restrictedIssues[issueID] = accountIDs }
+    /// Issue checks answer `status` (nil: normally).
+    public func setIssueCheckStatus(_ status: Int?) { issueCheckStatus = status }
+
     public func renameUser(_ accountId: String, to name: String) { users[accountId]?["displayName"] = name }
 
     public func userCalls(site: String? = nil) -> [Call] {
@@ -83,11 +100,32 @@ public actor JiraStandIn {
         router.get(":site/rest/api/3/user") { request, context in
             await self.userRequest(request, site: context.parameters.get("site") ?? "", bulk: false)
         }
+        router.get(":site/rest/api/3/issue/:id") { request, context in
+            await self.issueRequest(request, site: context.parameters.get("site") ?? "", issueID: context.parameters.get("id") ?? "")
+        }
         router.post("app/report-accounts") { request, _ in
             let body = try await request.body.collect(upTo: 1_000_000)
             return await self.reportRequest(request, body: Data(buffer: body))
         }
         return try await LiveServer.run(router: router) { port in try await body("http://127.0.0.1:\(port)") }
+    }
+
+    /// Jira's "Get issue" as the person whose user token it carries: 200 `{id, key}`, 404 for an
+    /// issue they cannot see, 401 without a user token.
+    private func issueRequest(_ request: Request, site: String, issueID: String) -> Response {
+        let authorization = request.headers[.authorization] ?? ""
+        let prefix = "Bearer user-token-"
+        let accountID = authorization.hasPrefix(prefix) ? String(authorization.dropFirst(prefix.count)) : nil
+        issueChecks.append((site, issueID, accountID))
+        func answer(_ status: HTTPResponse.Status, _ body: String) -> Response {
+            Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
+        if let issueCheckStatus { return answer(.init(code: issueCheckStatus), #"{"errorMessages":["unavailable"]}"#) }
+        guard let accountID else { return answer(.unauthorized, #"{"errorMessages":["Unauthorized"]}"#) }
+        guard restrictedIssues[issueID].map({ $0.contains(accountID) }) ?? true else {
+            return answer(.notFound, #"{"errorMessages":["Issue does not exist or you do not have permission to see it."]}"#)
+        }
+        return answer(.ok, #"{"id":"\#(issueID)","key":"JIRA-\#(issueID)","fields":{}}"#)
     }
 
     /// Checks the request's JWT as Jira would (`AppRequestCheck`), with the qsh relative to `basePath`.
@@ -131,8 +169,10 @@ public actor JiraStandIn {
         case .hang(let seconds):
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
             return answer(503)
-        case .noBulk where bulk:
+        case .noBulk where bulk, .refusing(_, noBulk: true) where bulk:
             return answer(404)
+        case .refusing(let status, _):
+            return answer(status, #"{"errorMessages":["refused"]}"#)
         case .laterPagesFail(let status, let retryAfter, let times) where bulk && (startAt ?? 0) > 0 && times > 0:
             behaviours[site] = .laterPagesFail(status: status, retryAfter: retryAfter, times: times - 1)
             return answer(status, headers: status == 429 ? [HTTPField.Name("Retry-After")!: String(retryAfter)] : [:])

@@ -2,6 +2,8 @@ import Foundation
 import TestSupport
 import Testing
 
+@testable import WhosLookingApp
+
 /// The Forge app as files (docs/forge.md): forge/manifest.yml resolves and stays a pure Forge
 /// app, scripts/forge-configure edits exactly its two lines, and the Custom UI under forge/src
 /// loads only what Forge's CSP serves and never parses a name as markup. There is no Forge CLI
@@ -15,7 +17,9 @@ struct ForgeManifestTests {
     static let configure = root.appendingPathComponent("scripts/forge-configure")
 
     static let uiModuleTypes = ["jira:issueContext", "jira:issueViewBackgroundScript"]
-    static let moduleTypes: Set<String> = ["jira:issueContext", "jira:issueViewBackgroundScript", "trigger", "preUninstall", "endpoint"]
+    static let moduleTypes: Set<String> = [
+        "jira:issueContext", "jira:issueViewBackgroundScript", "trigger", "preUninstall", "scheduledTrigger", "endpoint",
+    ]
     static let appIdPattern = "^ari:cloud:ecosystem::app/[0-9a-f-]{36}$"
     static let keyPattern = "^[a-zA-Z0-9_-]+$"
 
@@ -83,9 +87,11 @@ struct ForgeManifestTests {
     }
 
     static func yaml(_ file: URL) async throws -> Node {
-        let outcome = try await Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), [
-            "python3", "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", file.path,
-        ])
+        let outcome = try await Subprocess.run(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                "python3", "-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))", file.path,
+            ])
         try #require(outcome.status == 0, "\(file.lastPathComponent) does not parse as YAML: \(outcome.output)")
         return try JSONDecoder().decode(Node.self, from: Data(outcome.output.utf8))
     }
@@ -127,8 +133,9 @@ struct ForgeManifestTests {
         let endpointsByKey = Dictionary(endpoints.compactMap { e in e["key"]?.string.map { ($0, e) } }, uniquingKeysWith: { first, _ in first })
         let remoteKeys = Set(remotes.compactMap { $0["key"]?.string })
         let resourcesByKey = Dictionary(resources.compactMap { r in r["key"]?.string.map { ($0, r) } }, uniquingKeysWith: { first, _ in first })
-        #expect(endpointsByKey.count == endpoints.count && remoteKeys.count == remotes.count && resourcesByKey.count == resources.count,
-                "an endpoint, remote or resource without a key, or a key used twice")
+        #expect(
+            endpointsByKey.count == endpoints.count && remoteKeys.count == remotes.count && resourcesByKey.count == resources.count,
+            "an endpoint, remote or resource without a key, or a key used twice")
 
         // Both UI modules: a resource that exists and a resolver endpoint that exists.
         for type in Self.uiModuleTypes {
@@ -166,6 +173,34 @@ struct ForgeManifestTests {
             let target = try #require(endpointsByKey[endpoint], "preUninstall endpoint \(endpoint) is not declared")
             #expect(target["route"]?["path"]?.string == "/forge/uninstall")
         }
+        // Hourly, with a system token: idle sites are reported to the personal data API too.
+        let scheduled = try #require(modules["scheduledTrigger"]?.array, "no scheduledTrigger")
+        #expect(scheduled.count == 1)
+        for entry in scheduled {
+            #expect(entry["interval"]?.string == "hour")
+            let endpoint = try #require(entry["endpoint"]?.string, "scheduledTrigger has no endpoint")
+            let target = try #require(endpointsByKey[endpoint], "scheduledTrigger endpoint \(endpoint) is not declared")
+            #expect(target["route"]?["path"]?.string == "/forge/scheduled")
+            #expect(target["auth"]?["appSystemToken"]?["enabled"]?.bool == true, "the scheduled endpoint sends no system token")
+            #expect(ForgeCaller.scheduledKeys.contains(endpoint) && ForgeCaller.scheduledKeys.contains(entry["key"]?.string ?? ""))
+        }
+        // The server binds each route to these modules (ForgeCaller): the keys must be the manifest's.
+        let contextPanels = (modules["jira:issueContext"]?.array ?? []).compactMap { $0["key"]?.string }
+        let backgrounds = (modules["jira:issueViewBackgroundScript"]?.array ?? []).compactMap { $0["key"]?.string }
+        #expect(contextPanels == [ForgeCaller.panel.key] && backgrounds == [ForgeCaller.background.key])
+        for trigger in triggers {
+            #expect(
+                ForgeCaller.lifecycleKeys.contains(trigger["key"]?.string ?? "")
+                    && ForgeCaller.lifecycleKeys.contains(trigger["endpoint"]?.string ?? ""))
+        }
+        for entry in preUninstall {
+            #expect(
+                entry["key"]?.string == ForgeCaller.preUninstallModuleKey && ForgeCaller.preUninstallKeys.contains(entry["endpoint"]?.string ?? ""))
+        }
+        // The UI endpoint sends the viewer's own token: the server asks Jira with it whether
+        // they may see the issue their browser names.
+        let ui = try #require(endpointsByKey["wl-ui"], "no wl-ui endpoint")
+        #expect(ui["auth"]?["appUserToken"]?["enabled"]?.bool == true, "wl-ui sends no user token")
 
         // Every endpoint is hosted by a declared remote.
         for (key, endpoint) in endpointsByKey {
@@ -192,9 +227,10 @@ struct ForgeManifestTests {
         let base = try #require(URL(string: baseUrl))
         #expect(base.scheme == "https" && base.host != nil && (base.path.isEmpty || base.path == "/"), "baseUrl \(baseUrl)")
 
-        // Exactly the system-token scope and the user scope: no Connect scopes, no extras.
+        // Exactly the two token scopes, users (names) and work (the issue check): no Connect
+        // scopes, no extras.
         let scopes = (manifest["permissions"]?["scopes"]?.array ?? []).compactMap(\.string)
-        #expect(scopes.sorted() == ["read:app-system-token", "read:jira-user"], "scopes: \(scopes)")
+        #expect(scopes.sorted() == ["read:app-system-token", "read:app-user-token", "read:jira-user", "read:jira-work"], "scopes: \(scopes)")
         // A stylesheet file, so no unsafe-* content permissions.
         #expect(manifest["permissions"]?["content"] == nil, "content permissions (unsafe-*) are not needed")
 
@@ -263,9 +299,11 @@ struct ForgeManifestTests {
         let (folder, file, _) = try Self.scratchManifest()
         defer { try? FileManager.default.removeItem(at: folder) }
         let appId = Self.newAppId()
-        let outcome = try await Subprocess.run(URL(fileURLWithPath: "/usr/bin/env"), [
-            "BASE_URL=https://from-env.example.com", Self.configure.path, "--app-id", appId, "--manifest", file.path,
-        ])
+        let outcome = try await Subprocess.run(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                "BASE_URL=https://from-env.example.com", Self.configure.path, "--app-id", appId, "--manifest", file.path,
+            ])
         #expect(outcome.status == 0, "\(outcome.output)")
         let configured = try await Self.yaml(file)
         #expect(configured["remotes"]?.array?.first?["baseUrl"]?.string == "https://from-env.example.com")
@@ -353,7 +391,9 @@ struct ForgeManifestTests {
                 let tag = link[0] ?? ""
                 let href = try #require(try Self.attribute("href", in: tag), "\(name): a link without href")
                 #expect(Self.isRelative(href), "\(name) links \(href): only relative URLs work in a Forge resource")
-                #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent(href).standardizedFileURL.path), "\(name) links \(href), which is missing")
+                #expect(
+                    FileManager.default.fileExists(atPath: folder.appendingPathComponent(href).standardizedFileURL.path),
+                    "\(name) links \(href), which is missing")
             }
             // No inline CSS either: the manifest grants no unsafe-inline.
             #expect(!Self.matches(html, #"(?i)<style\b"#), "\(name) has a <style> element")
@@ -389,9 +429,12 @@ struct ForgeManifestTests {
                     let imported = Set(named.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty })
                     #expect(!imported.isEmpty && imported.isSubset(of: bridgeNames), "\(name) imports \(imported.sorted()) from @forge/bridge")
                 } else {
-                    #expect(specifier.hasPrefix("./") || specifier.hasPrefix("../"), "\(name) imports \(specifier): only the bridge or relative files")
+                    #expect(
+                        specifier.hasPrefix("./") || specifier.hasPrefix("../"), "\(name) imports \(specifier): only the bridge or relative files")
                     let target = script.deletingLastPathComponent().appendingPathComponent(specifier).standardizedFileURL
-                    #expect(target.path.hasPrefix(Self.source.path + "/") && FileManager.default.fileExists(atPath: target.path), "\(name) imports \(specifier), which is not in forge/src")
+                    #expect(
+                        target.path.hasPrefix(Self.source.path + "/") && FileManager.default.fileExists(atPath: target.path),
+                        "\(name) imports \(specifier), which is not in forge/src")
                 }
             }
         }

@@ -6,6 +6,7 @@ import HummingbirdTesting
 import Libpq
 import Tenants
 import TestSupport
+import UserDirectory
 import Testing
 
 @testable import WhosLookingApp
@@ -43,18 +44,43 @@ struct ForgeRemoteTests {
         let forge: FakeForge
         let testApp: TestApp
         let client: any TestClientProtocol
+        /// Jira for the issue checks: the installations' apiBaseUrl unless a test names another.
+        let jira: JiraStandIn
+        let jiraURL: String
 
-        func call(_ path: String, token: String?, body: String = #"{"tabId":"tab-1"}"#, systemToken: String? = nil) async throws -> Answer {
+        /// A token over `claims`, with the default apiBaseUrl pointed at this harness's Jira.
+        func token(_ claims: [String: Any], key: FakeForge.KeyPair? = nil) async throws -> String {
+            var claims = claims
+            if var app = claims["app"] as? [String: Any], (app["apiBaseUrl"] as? String)?.hasPrefix("https://api.atlassian.com/") == true {
+                app["apiBaseUrl"] = "\(jiraURL)/forge-site"
+                claims["app"] = app
+            }
+            return try await forge.token(claims, key: key)
+        }
+
+        func call(
+            _ path: String, token: String?, body: String = #"{"tabId":"tab-1"}"#, systemToken: String? = nil, userToken: String? = nil,
+            extraHeaders: HTTPFields = [:]
+        ) async throws -> Answer {
             var headers: HTTPFields = [.contentType: "application/json"]
             if let token { headers[.authorization] = "Bearer \(token)" }
             if let systemToken { headers[HTTPField.Name("x-forge-oauth-system")!] = systemToken }
+            if let userToken { headers[HTTPField.Name("x-forge-oauth-user")!] = userToken }
+            headers.append(contentsOf: extraHeaders)
             return try await client.execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: body)) { response in
                 Answer(status: response.status, body: String(buffer: response.body), contentType: response.headers[.contentType])
             }
         }
 
+        /// A panel call as Forge makes it: the FIT, and the caller's user token when there is a caller.
+        func ui(_ path: String, _ claims: [String: Any], body: String = #"{"tabId":"tab-1"}"#, systemToken: String? = nil) async throws -> Answer {
+            try await call(
+                path, token: try await token(claims), body: body, systemToken: systemToken,
+                userToken: (claims["principal"] as? String).map(JiraStandIn.userToken))
+        }
+
         func heartbeat(_ claims: [String: Any], tab: String = "tab-1", systemToken: String? = nil) async throws -> Answer {
-            try await call("/forge/heartbeat", token: try await forge.token(claims), body: #"{"tabId":"\#(tab)"}"#, systemToken: systemToken)
+            try await ui("/forge/heartbeat", claims, body: #"{"tabId":"\#(tab)"}"#, systemToken: systemToken)
         }
 
         func count(_ sql: PostgresQuery) async throws -> Int {
@@ -67,11 +93,17 @@ struct ForgeRemoteTests {
 
     func withForge(environment: [String: String] = [:], _ body: @escaping @Sendable (Harness) async throws -> Void) async throws {
         let forge = try FakeForge()
-        try await forge.withJWKS { jwksURL in
-            let environment = ["FORGE_APP_ID": FakeForge.appID, "FORGE_JWKS_URL": jwksURL, "JWT_LEEWAY_SECONDS": "5"].merging(environment) { $1 }
-            try await TestApp.with(environment: environment) { testApp, app in
-                try await app.test(.router) { client in
-                    try await body(Harness(forge: forge, testApp: testApp, client: client))
+        let jira = JiraStandIn()
+        try await jira.serve { jiraURL in
+            try await forge.withJWKS { jwksURL in
+                let environment = [
+                    "FORGE_APP_ID": FakeForge.appID, "FORGE_JWKS_URL": jwksURL, "JWT_LEEWAY_SECONDS": "5",
+                    "PERSONAL_DATA_REPORT_URL": "\(jiraURL)/app/report-accounts/",
+                ].merging(environment) { $1 }
+                try await TestApp.with(environment: environment) { testApp, app in
+                    try await app.test(.router) { client in
+                        try await body(Harness(forge: forge, testApp: testApp, client: client, jira: jira, jiraURL: jiraURL))
+                    }
                 }
             }
         }
@@ -97,8 +129,8 @@ struct ForgeRemoteTests {
             #expect(tenant.kind == .forge)
             #expect(tenant.state == .installed)
             #expect(tenant.cloudID == "4a3b2c1d-0000-4000-8000-00000000c10d")
-            #expect(tenant.siteURL?.absoluteString == "https://acme.atlassian.net")
-            #expect(tenant.baseURL.absoluteString == "https://api.atlassian.com/ex/jira/4a3b2c1d-0000-4000-8000-00000000c10d")
+            #expect(tenant.siteURL == nil, "the site URL of the browser-alterable context is not kept")
+            #expect(tenant.baseURL.absoluteString == "\(harness.jiraURL)/forge-site")
             #expect(try await harness.viewerRows == 3)
         }
     }
@@ -107,14 +139,13 @@ struct ForgeRemoteTests {
         try await withForge { harness in
             let body =
                 #"{"tabId":"tab-x","accountId":"557058:mallory","issueId":"99999","issueKey":"EVIL-1","installationId":"\#(Self.otherInstallation)","principal":"557058:mallory"}"#
-            let answer = try await harness.call(
-                "/forge/heartbeat", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:alice")), body: body)
+            let answer = try await harness.ui("/forge/heartbeat", FakeForge.panelClaims(principal: "557058:alice"), body: body)
             #expect(answer.status == .ok)
             let rows = try await harness.testApp.pool.query("SELECT client_key, issue_id, issue_key, account_id, tab_id FROM viewers")
             #expect(rows.count == 1)
             #expect(try rows[0].decode(String.self, "client_key") == Self.installation)
             #expect(try rows[0].decode(String.self, "issue_id") == "10001")
-            #expect(try rows[0].decode(String.self, "issue_key") == "DEMO-1")
+            #expect(try rows[0].decode(String.self, "issue_key") == "JIRA-10001", "the issue's key is Jira's, not the browser's")
             #expect(try rows[0].decode(String.self, "account_id") == "557058:alice")
             #expect(try rows[0].decode(String.self, "tab_id") == "tab-x")
         }
@@ -132,7 +163,7 @@ struct ForgeRemoteTests {
 
     @Test func badBodiesAndContextsAreRefusedWithFourHundred() async throws {
         try await withForge { harness in
-            let token = try await harness.forge.token(FakeForge.panelClaims())
+            let token = try await harness.token(FakeForge.panelClaims())
             for body in [
                 "not json", "[1,2]", "{}", #"{"tabId":""}"#, #"{"tabId":7}"#, #"{"tabId":"a b"}"#,
                 #"{"tabId":"\#(String(repeating: "a", count: 65))"}"#,
@@ -156,37 +187,38 @@ struct ForgeRemoteTests {
             _ = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice"), tab: "tab-a")
             _ = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:bob"), tab: "tab-b")
             let left = try await harness.call(
-                "/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-b"}"#)
+                "/forge/leave", token: try await harness.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-b"}"#)
             #expect(left.status == .ok)
             #expect(left.body == #"{"ok":true}"#)
             let alice = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice"), tab: "tab-a")
             #expect(alice.beat?.viewers.map(\.accountId) == ["557058:alice"])
             // Another person's tab id does not remove their row: the token names whose tab it is.
             _ = try await harness.call(
-                "/forge/leave", token: try await harness.forge.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-a"}"#)
+                "/forge/leave", token: try await harness.token(FakeForge.panelClaims(principal: "557058:bob")), body: #"{"tabId":"tab-a"}"#)
             #expect(try await harness.viewerRows == 1)
         }
     }
 
     @Test func lifecycleEventsRegisterInBothBodyShapes() async throws {
         try await withForge { harness in
-            var claims = FakeForge.panelClaims(installationID: Self.installation, principal: nil, issueID: nil, issueKey: nil)
-            claims["context"] = nil
+            var claims = FakeForge.triggerClaims(endpoint: "wl-lifecycle", installationID: Self.installation)
             let flat = #"{"id":"\#(Self.installation)","eventType":"avi:forge:installed:app","app":{"id":"\#(FakeForge.appID)","version":"1"}}"#
-            let installed = try await harness.call("/forge/lifecycle", token: try await harness.forge.token(claims), body: flat)
+            let installed = try await harness.call("/forge/lifecycle", token: try await harness.token(claims), body: flat)
             #expect(installed.status == .ok, "\(installed.body)")
             #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .installed)
             // A retry delivers the event under `payload` with a retryContext.
-            claims["app"] = (claims["app"] as! [String: Any]).merging(["installationId": Self.otherInstallation]) { $1 }
+            claims = FakeForge.triggerClaims(endpoint: "wl-lifecycle", installationID: Self.otherInstallation)
             let retried =
                 #"{"payload":{"eventType":"avi:forge:upgraded:app","id":"x"},"retryContext":{"retryCount":1,"retryReason":"TIMEOUT_ERROR","retryData":null}}"#
-            let upgraded = try await harness.call("/forge/lifecycle", token: try await harness.forge.token(claims), body: retried)
+            let upgraded = try await harness.call("/forge/lifecycle", token: try await harness.token(claims), body: retried)
             #expect(upgraded.status == .ok)
             let other = try #require(try await harness.testApp.tenants.tenant(clientKey: Self.otherInstallation))
             #expect(other.kind == .forge)
-            #expect(other.cloudID == "4a3b2c1d-0000-4000-8000-00000000c10d", "from the apiBaseUrl when the token has no context")
-            let malformed = try await harness.call("/forge/lifecycle", token: try await harness.forge.token(claims), body: "[]")
-            #expect(malformed.status == .badRequest)
+            #expect(other.cloudID == "4a3b2c1d-0000-4000-8000-00000000c10d", "from the installation's contexts")
+            for malformed in ["[]", "{}", #"{"eventType":"avi:forge:uninstalled:app"}"#, #"{"eventType":7}"#] {
+                let answer = try await harness.call("/forge/lifecycle", token: try await harness.token(claims), body: malformed)
+                #expect(answer.status == .badRequest, "\(malformed)")
+            }
         }
     }
 
@@ -198,10 +230,9 @@ struct ForgeRemoteTests {
                 INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
                 VALUES (\(Self.installation), '557058:alice', 'found', 'Alice', now(), now() + interval '1 day')
                 """)
-            var claims = FakeForge.panelClaims(principal: nil, issueID: nil, issueKey: nil)
-            claims["context"] = nil
+            let claims = FakeForge.triggerClaims(endpoint: "wl-uninstall")
             let body = #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-pre-uninstall"},"contextToken":"opaque"}"#
-            let answer = try await harness.call("/forge/uninstall", token: try await harness.forge.token(claims), body: body)
+            let answer = try await harness.call("/forge/uninstall", token: try await harness.token(claims), body: body)
             #expect(answer.status == .ok)
             #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .uninstalled)
             #expect(try await harness.viewerRows == 0)
@@ -211,13 +242,12 @@ struct ForgeRemoteTests {
             #expect(later.status == .forbidden)
             #expect(later.error == "app uninstalled")
             #expect(try await harness.viewerRows == 0)
-            let again = try await harness.call("/forge/uninstall", token: try await harness.forge.token(claims), body: body)
+            let again = try await harness.call("/forge/uninstall", token: try await harness.token(claims), body: body)
             #expect(again.status == .ok, "uninstall is idempotent")
 
             // An installation never seen before is remembered as uninstalled: a late call cannot register it.
-            var unseen = claims
-            unseen["app"] = (claims["app"] as! [String: Any]).merging(["installationId": Self.otherInstallation]) { $1 }
-            #expect(try await harness.call("/forge/uninstall", token: try await harness.forge.token(unseen), body: body).status == .ok)
+            let unseen = FakeForge.triggerClaims(endpoint: "wl-uninstall", installationID: Self.otherInstallation)
+            #expect(try await harness.call("/forge/uninstall", token: try await harness.token(unseen), body: body).status == .ok)
             let late = try await harness.heartbeat(FakeForge.panelClaims(installationID: Self.otherInstallation))
             #expect(late.status == .forbidden)
             #expect(try await harness.viewerRows == 0)
@@ -255,15 +285,37 @@ struct ForgeRemoteTests {
                 ),
                 ("expired", try await forge.token(changed("exp", now - 60)), "token expired"),
                 ("not yet valid", try await forge.token(changed("nbf", now + 120)), "token not yet valid"),
-                ("alg none", try forge.unsignedToken(valid), "token algorithm none not allowed"),
-                ("HS256 keyed with the public key", try await forge.confusedToken(valid), "token algorithm HS256 not allowed"),
+                ("alg none", try forge.unsignedToken(valid), "token algorithm not allowed"),
+                ("HS256 keyed with the public key", try await forge.confusedToken(valid), "token algorithm not allowed"),
                 ("unknown kid", try await forge.token(valid, key: forge.unpublished), "unknown token kid"),
                 ("known kid, another key", try await forge.token(valid, key: forge.unpublished, kid: forge.published.kid), "bad token signature"),
                 ("no kid", try await forge.token(valid, kid: .some(nil)), "token has no kid"),
-                ("no installation", try await forge.token(changedApp("installationId", nil)), "token names no installation"),
+                (
+                    "no installation",
+                    try await forge.token(
+                        changed(
+                            "app", (changedApp("installationId", nil)["app"] as! [String: Any]).merging(["installation": ["contexts": []]]) { $1 })),
+                    "token names no installation"
+                ),
+                (
+                    "two installations",
+                    try await forge.token(changedApp("installationId", "ari:cloud:ecosystem::installation/9c0e28ba-2fa1-11d2-883f-0016d3cca999")),
+                    "token installation is not an installation ARI"
+                ),
+                (
+                    "a Connect clientKey as installation",
+                    try await forge.token(
+                        changed(
+                            "app",
+                            [
+                                "id": FakeForge.appID, "installationId": "d0d52620-3203-4cfa-8db5-f2587155f0dd",
+                                "apiBaseUrl": "https://api.atlassian.com/ex/jira/c", "module": ["type": "jira:issueContext", "key": "wl-panel"],
+                            ] as [String: Any])), "token installation is not an installation ARI"
+                ),
+                ("no module", try await forge.token(changedApp("module", nil)), "token names no module"),
             ]
             for (name, token, reason) in cases {
-                let answer = try await harness.call("/forge/heartbeat", token: token)
+                let answer = try await harness.call("/forge/heartbeat", token: token, userToken: JiraStandIn.userToken("557058:alice"))
                 #expect(answer.status == .unauthorized, "\(name): \(answer.status) \(answer.body)")
                 #expect(answer.error == reason, "\(name)")
                 #expect(answer.contentType?.hasPrefix("application/json") == true, "\(name)")
@@ -283,7 +335,7 @@ struct ForgeRemoteTests {
         }
     }
 
-    @Test func unknownKidsFetchTheKeySetAtMostOnceAMinute() async throws {
+    @Test func junkKidsCannotMakeTheAppHammerTheKeyServer() async throws {
         try await withForge { harness in
             #expect(try await harness.heartbeat(FakeForge.panelClaims()).status == .ok)
             #expect(harness.forge.jwksFetches == 1)
@@ -292,25 +344,31 @@ struct ForgeRemoteTests {
                     FakeForge.panelClaims(), key: harness.forge.unpublished, kid: "forge/invocation-token/made-up-\(index)")
                 #expect(try await harness.call("/forge/heartbeat", token: token).status == .unauthorized)
             }
-            #expect(harness.forge.jwksFetches == 1, "no refetch within a minute of the last")
+            #expect(harness.forge.jwksFetches <= 2, "twenty junk kids in a moment: at most one more fetch, not \(harness.forge.jwksFetches)")
         }
     }
 
-    @Test func anUnknownKidRefetchesOnceTheIntervalHasPassedAndConcurrentCallersShareTheFetch() async throws {
+    /// A junk kid just before a key rotation must not lock the new key out for a minute: the
+    /// new key verifies within the refetch interval, while the junk kid is not fetched again.
+    @Test func aKeyPublishedJustAfterAJunkKidVerifiesWithinSeconds() async throws {
         let forge = try FakeForge()
         try await forge.withJWKS { jwksURL in
-            let keySet = ForgeKeySet(jwksURL: jwksURL, refetchInterval: .milliseconds(300), logger: TestDatabase.logger)
+            let keySet = ForgeKeySet(jwksURL: jwksURL, refetchInterval: .milliseconds(300), missingKidTTL: .seconds(30), logger: TestDatabase.logger)
             _ = try await keySet.algorithm(for: forge.published.kid)
-            #expect(forge.jwksFetches == 1)
-            await #expect(throws: ForgeTokenRejection.unknownKeyID) { try await keySet.algorithm(for: "rotated-in-later") }
-            #expect(forge.jwksFetches == 1)
-            try await Task.sleep(for: .milliseconds(400))
-            await withTaskGroup(of: Void.self) { group in
-                for _ in 0..<20 { group.addTask { _ = try? await keySet.algorithm(for: "rotated-in-later") } }
+            try await Task.sleep(for: .milliseconds(350))
+            await #expect(throws: ForgeTokenRejection.unknownKeyID) { try await keySet.algorithm(for: "junk") }
+            #expect(forge.jwksFetches == 2, "the junk kid spent a fetch")
+            forge.publish(forge.unpublished)
+            let started = ContinuousClock.now
+            let verified = await eventually(timeout: .seconds(5)) { (try? await keySet.algorithm(for: forge.unpublished.kid)) != nil }
+            #expect(verified, "the rotated-in key never verified")
+            #expect(ContinuousClock.now - started < .seconds(3), "it took \(ContinuousClock.now - started)")
+            let fetches = forge.jwksFetches
+            for _ in 0..<10 {
+                await #expect(throws: ForgeTokenRejection.unknownKeyID) { try await keySet.algorithm(for: "junk") }
+                try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(forge.jwksFetches == 2, "one fetch for twenty concurrent callers")
-            _ = try await keySet.algorithm(for: forge.published.kid)
-            #expect(forge.jwksFetches == 2, "a known kid never fetches")
+            #expect(forge.jwksFetches == fetches, "a junk kid the key server did not list is not fetched again")
         }
     }
 
@@ -359,6 +417,197 @@ struct ForgeRemoteTests {
                 #expect(await jira.reports.compactMap { $0["accountId"] } == ["557058:alice"])
                 #expect(await jira.unverified.isEmpty)
             }
+        }
+    }
+
+    // MARK: - Every call bound to its caller (security audit, Dec 2026)
+
+    /// A panel's token (anyone's, from the browser console) cannot uninstall the site, replay its
+    /// lifecycle or run its scheduled trigger; a trigger's token cannot heartbeat, wait or
+    /// leave; each trigger takes only its own module. Every refusal is 403 and changes nothing.
+    @Test func everyRouteTakesOnlyTheModuleThatMayCallIt() async throws {
+        try await withForge { harness in
+            let alice = FakeForge.panelClaims(principal: "557058:alice")
+            #expect(try await harness.heartbeat(alice).status == .ok)
+            let preUninstallBody =
+                #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-pre-uninstall"},"contextToken":"opaque"}"#
+            let lifecycleBody = #"{"eventType":"avi:forge:installed:app"}"#
+            var background = alice
+            background["app"] = (alice["app"] as! [String: Any]).merging([
+                "module": ["type": "jira:issueViewBackgroundScript", "key": "wl-background"]
+            ]) { $1 }
+            var otherModule = alice
+            otherModule["app"] = (alice["app"] as! [String: Any]).merging(["module": ["type": "jira:issueContext", "key": "someone-elses"]]) { $1 }
+            var triggerWithPrincipal = FakeForge.triggerClaims(endpoint: "wl-uninstall")
+            triggerWithPrincipal["principal"] = "557058:alice"
+            var triggerWithContext = FakeForge.triggerClaims(endpoint: "wl-uninstall")
+            triggerWithContext["context"] = alice["context"]
+            let refused: [(String, [String: Any], String, String)] = [
+                ("a panel on preUninstall", alice, "/forge/uninstall", preUninstallBody),
+                ("an anonymous panel on preUninstall", FakeForge.panelClaims(principal: nil), "/forge/uninstall", preUninstallBody),
+                ("the background script on preUninstall", background, "/forge/uninstall", preUninstallBody),
+                ("a panel on lifecycle", alice, "/forge/lifecycle", lifecycleBody),
+                ("a panel on the scheduled trigger", alice, "/forge/scheduled", "{}"),
+                ("the lifecycle trigger on preUninstall", FakeForge.triggerClaims(endpoint: "wl-lifecycle"), "/forge/uninstall", preUninstallBody),
+                ("preUninstall on lifecycle", FakeForge.triggerClaims(endpoint: "wl-uninstall"), "/forge/lifecycle", lifecycleBody),
+                ("a trigger with a principal", triggerWithPrincipal, "/forge/uninstall", preUninstallBody),
+                ("a trigger with a UI context", triggerWithContext, "/forge/uninstall", preUninstallBody),
+                ("a trigger on heartbeat", FakeForge.triggerClaims(endpoint: "wl-lifecycle"), "/forge/heartbeat", #"{"tabId":"t"}"#),
+                ("a trigger on wait", FakeForge.triggerClaims(endpoint: "wl-scheduled"), "/forge/wait", #"{"tabId":"t"}"#),
+                ("a trigger on leave", FakeForge.triggerClaims(endpoint: "wl-uninstall"), "/forge/leave", #"{"tabId":"tab-1"}"#),
+                ("another module on heartbeat", otherModule, "/forge/heartbeat", #"{"tabId":"t"}"#),
+                ("another module on leave", otherModule, "/forge/leave", #"{"tabId":"tab-1"}"#),
+                (
+                    "preUninstall naming another site", FakeForge.triggerClaims(endpoint: "wl-uninstall"), "/forge/uninstall",
+                    #"{"context":{"cloudId":"99999999-0000-4000-8000-000000000000","moduleKey":"wl-pre-uninstall"},"contextToken":"t"}"#
+                ),
+                (
+                    "preUninstall naming another module", FakeForge.triggerClaims(endpoint: "wl-uninstall"), "/forge/uninstall",
+                    #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-panel"},"contextToken":"t"}"#
+                ),
+            ]
+            for (name, claims, route, body) in refused {
+                let answer = try await harness.ui(route, claims, body: body)
+                #expect(answer.status == .forbidden, "\(name): \(answer.status) \(answer.body)")
+                #expect(answer.contentType?.hasPrefix("application/json") == true && answer.error?.isEmpty == false, "\(name)")
+            }
+            #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .installed, "still installed")
+            #expect(try await harness.viewerRows == 1, "alice's tab is still there")
+            // The right callers still work, so each refusal above was the caller.
+            #expect(try await harness.heartbeat(background).status == .ok)
+            #expect(try await harness.ui("/forge/lifecycle", FakeForge.triggerClaims(endpoint: "wl-lifecycle"), body: lifecycleBody).status == .ok)
+            #expect(try await harness.ui("/forge/scheduled", FakeForge.triggerClaims(endpoint: "wl-scheduled"), body: "{}").status == .ok)
+            #expect(try await harness.ui("/forge/uninstall", FakeForge.triggerClaims(endpoint: "wl-uninstall"), body: preUninstallBody).status == .ok)
+            #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .uninstalled)
+        }
+    }
+
+    /// The issue comes from the token's context, which the browser can alter: Jira is asked with
+    /// the viewer's own token whether they may see it. A restricted issue is neither recorded nor
+    /// listed for someone who cannot see it; no token, a refused token and a Jira that cannot
+    /// answer fail closed; answers are kept, so a second heartbeat asks nothing.
+    @Test func aRestrictedIssueIsNeitherRecordedNorListedForThoseWhoCannotSeeIt() async throws {
+        try await withForge { harness in
+            await harness.jira.restrictIssue("30001", to: ["557058:alice"])
+            let hrAlice = FakeForge.panelClaims(principal: "557058:alice", issueID: "30001", issueKey: "HR-1")
+            let hrBob = FakeForge.panelClaims(principal: "557058:bob", issueID: "30001", issueKey: "HR-1")
+            #expect(try await harness.heartbeat(hrAlice).beat?.viewers.map(\.accountId) == ["557058:alice"])
+            let bob = try await harness.heartbeat(hrBob, tab: "tab-b")
+            #expect(bob.status == .forbidden && bob.error == "you cannot see this issue", "\(bob.status) \(bob.body)")
+            let bobWaits = try await harness.ui("/forge/wait", hrBob, body: #"{"tabId":"tab-b"}"#)
+            #expect(bobWaits.status == .forbidden, "a wait would tell bob who reads it")
+            #expect(try await harness.count("SELECT count(*) AS n FROM viewers WHERE account_id = '557058:bob'") == 0)
+
+            let checks = await harness.jira.issueChecks.count
+            #expect(try await harness.heartbeat(hrAlice).status == .ok)
+            #expect(try await harness.heartbeat(hrBob, tab: "tab-b").status == .forbidden)
+            #expect(await harness.jira.issueChecks.count == checks, "both answers were kept")
+
+            // No user token, and a token Jira refuses: 403, nothing recorded.
+            let carol = FakeForge.panelClaims(principal: "557058:carol")
+            let noToken = try await harness.call("/forge/heartbeat", token: try await harness.token(carol))
+            #expect(noToken.status == .forbidden, "\(noToken.body)")
+            let refusedToken = try await harness.call("/forge/heartbeat", token: try await harness.token(carol), userToken: "not-a-user-token")
+            #expect(refusedToken.status == .forbidden, "\(refusedToken.body)")
+            // Jira cannot answer: 503, never a yes.
+            await harness.jira.setIssueCheckStatus(503)
+            let down = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:dave"))
+            #expect(down.status == .serviceUnavailable, "\(down.status) \(down.body)")
+            await harness.jira.setIssueCheckStatus(nil)
+            #expect(try await harness.count("SELECT count(*) AS n FROM viewers WHERE account_id IN ('557058:carol', '557058:dave')") == 0)
+            #expect(try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:dave")).status == .ok, "and once Jira answers, it works")
+
+            // Issue ids are numbers; anything else is refused before Jira or the database sees it.
+            for id in ["HR-1", "1 OR 1=1", "10001/../10002", "", String(repeating: "9", count: 19)] {
+                let odd = try await harness.heartbeat(FakeForge.panelClaims(principal: "557058:alice", issueID: id, issueKey: "X-1"))
+                #expect(odd.status == .badRequest, "issue id \(id.debugDescription): \(odd.status)")
+            }
+        }
+    }
+
+    @Test func aTokenHeaderGivenTwiceIsRefused() async throws {
+        try await withForge { harness in
+            let claims = FakeForge.panelClaims(principal: "557058:alice")
+            for name in ["x-forge-oauth-system", "x-forge-oauth-user"] {
+                var twice = HTTPFields()
+                twice.append(HTTPField(name: HTTPField.Name(name)!, value: "first"))
+                twice.append(HTTPField(name: HTTPField.Name(name)!, value: "second"))
+                let answer = try await harness.call("/forge/heartbeat", token: try await harness.token(claims), extraHeaders: twice)
+                #expect(answer.status == .badRequest, "\(name): \(answer.status)")
+            }
+            #expect(try await harness.viewerRows == 0)
+        }
+    }
+
+    @Test func theEnvironmentIsPinnedWhenConfigured() async throws {
+        try await withForge(environment: ["FORGE_ENVIRONMENT_ID": "e1"]) { harness in
+            #expect(try await harness.heartbeat(FakeForge.panelClaims()).status == .ok)
+            var other = FakeForge.panelClaims()
+            other["app"] = (other["app"] as! [String: Any]).merging(["environment": ["type": "STAGING", "id": "e2"]]) { $1 }
+            let answer = try await harness.heartbeat(other)
+            #expect(answer.status == .unauthorized && answer.error == "token environment is not this deployment's")
+        }
+    }
+
+    /// A panel may wait before its first heartbeat is recorded: the wait registers the new
+    /// installation instead of telling the panel the app is uninstalled (which stops it for good).
+    @Test func aWaitBeforeTheFirstHeartbeatRegistersTheInstallation() async throws {
+        try await withForge(environment: ["WAIT_SECONDS": "1"]) { harness in
+            let room = harness.testApp.parts.waitRoom
+            try await TestApp.running(room) {
+                try #require(await eventually { room.isListening })
+                let answer = try await harness.ui(
+                    "/forge/wait", FakeForge.panelClaims(principal: "557058:alice"), body: #"{"tabId":"tab-1","version":""}"#)
+                #expect(answer.status == .ok, "\(answer.status) \(answer.body)")
+                #expect(try await harness.testApp.tenants.tenant(clientKey: Self.installation)?.state == .installed)
+            }
+        }
+    }
+
+    /// A Forge uninstall never reaches a Connect site, even one whose clientKey a token names.
+    @Test func aForgeUninstallNeverTouchesAConnectSite() async throws {
+        try await withForge { harness in
+            let connect = TenantInstallation(
+                clientKey: "ari:cloud:ecosystem::installation/1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                baseURL: URL(string: "https://acme.atlassian.net")!, sharedSecret: "s3cret-s3cret-s3cret-s3cret-s3cret")
+            try await harness.testApp.tenants.install(connect)
+            let body = #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-pre-uninstall"},"contextToken":"opaque"}"#
+            _ = try await harness.ui("/forge/uninstall", FakeForge.triggerClaims(endpoint: "wl-uninstall"), body: body)
+            let tenant = try #require(try await harness.testApp.tenants.tenant(clientKey: Self.installation))
+            #expect(tenant.kind == .connect && tenant.state == .installed, "the Connect site is untouched")
+            // And a heartbeat through the Forge door does not land on it either.
+            let beat = try await harness.heartbeat(FakeForge.panelClaims())
+            #expect(beat.status == .forbidden)
+            #expect(try await harness.viewerRows == 0)
+        }
+    }
+
+    /// The hourly trigger brings a system token to a site nobody visits, and that site's stored
+    /// accounts are reported with it; while another instance reports the site, this one skips it.
+    @Test func theScheduledTriggerReportsAnIdleSite() async throws {
+        try await withForge { harness in
+            _ = try await harness.ui(
+                "/forge/lifecycle", FakeForge.triggerClaims(endpoint: "wl-lifecycle"), body: #"{"eventType":"avi:forge:installed:app"}"#)
+            try await harness.testApp.pool.query(
+                """
+                INSERT INTO user_details (client_key, account_id, status, display_name, fetched_at, expires_at)
+                VALUES (\(Self.installation), '557058:alice', 'found', 'Alice', now(), now() + interval '1 day')
+                """)
+            let reporter = harness.testApp.parts.reporter
+            #expect(try await reporter.reportSite(Self.installation).reported == 0, "no token yet: skipped")
+            let systemToken = FakeForge.systemToken()
+            await harness.jira.addForgeSite("forge-site", systemToken: systemToken)
+            let answer = try await harness.ui(
+                "/forge/scheduled", FakeForge.triggerClaims(endpoint: "wl-scheduled"), body: "{}", systemToken: systemToken)
+            #expect(answer.status == .ok, "\(answer.body)")
+            // Another instance reporting this site holds its lock: this one skips it.
+            try await harness.testApp.pool.withConnection { other in
+                _ = try await other.query("SELECT pg_advisory_lock(\(PersonalDataReporter.siteLockClass), hashtext(\(Self.installation)))")
+                #expect(try await reporter.reportSite(Self.installation).anotherInstanceReporting)
+                _ = try await other.query("SELECT pg_advisory_unlock(\(PersonalDataReporter.siteLockClass), hashtext(\(Self.installation)))")
+            }
+            #expect(try await reporter.reportSite(Self.installation).reported == 1)
+            #expect(await harness.jira.reports.compactMap { $0["accountId"] } == ["557058:alice"])
         }
     }
 }

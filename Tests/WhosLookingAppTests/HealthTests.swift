@@ -33,6 +33,27 @@ struct HealthTests {
         }
     }
 
+    /// `/readyz` needs no credentials, so it must not be a database query per call: fifty
+    /// probes at once share one check, and a second later the next probe checks again.
+    @Test func readinessProbesShareOneCheckASecond() async throws {
+        try await TestDatabase.withScratchPool { pool in
+            let controller = HealthController(pool: pool)
+            let router = Router(context: AppRequestContext.self)
+            controller.addRoutes(to: router)
+            let app = Application(router: router)
+            try await app.test(.router) { client in
+                try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                    for _ in 0..<50 { group.addTask { try await client.execute(uri: "/readyz", method: .get) { $0.status } } }
+                    for try await status in group { #expect(status == .ok) }
+                }
+                #expect(controller.probe.checks == 1, "\(controller.probe.checks) checks for 50 probes")
+                try await Task.sleep(for: .milliseconds(1100))
+                #expect(try await client.execute(uri: "/readyz", method: .get) { $0.status } == .ok)
+                #expect(controller.probe.checks == 2, "a stale answer is checked again")
+            }
+        }
+    }
+
     @Test func readyzIs503WhenTheDatabaseIsUnreachable() async throws {
         let pool = PostgresPool(
             configuration: .init(conninfo: "host=/nonexistent/socket-folder user=nobody dbname=none", maxConnections: 1, connectTimeoutSeconds: 1),

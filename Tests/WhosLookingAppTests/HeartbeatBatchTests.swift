@@ -129,4 +129,34 @@ struct HeartbeatBatchTests {
             #expect(listed?.map(\.accountID).sorted() == ["account-0", "account-2"], "the failed batch wrote nothing; the next one works")
         }
     }
+
+    /// One person's flood cannot fill the queue everyone shares: beyond their quota their
+    /// heartbeats are refused (`overQuota`, 429 at the routes) while others' are still taken.
+    @Test func onePersonCannotFillTheHeartbeatQueue() async throws {
+        try await Self.withViewersDatabase { pool in
+            let (gate, opener) = AsyncStream.makeStream(of: Void.self)
+            let batcher = HeartbeatBatcher(maxConcurrentBatches: 1, maxBatchSize: 64, maxWaiting: 100, maxWaitingPerAccount: 4, timeout: .seconds(30))
+            {
+                heartbeats in
+                for await _ in gate { break }
+                return try await PresenceRepository.record(heartbeats, pool: pool, liveness: .init(activeTTL: 30, awayTTL: 150, awayLimit: 1800))
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // The first starts a batch that holds at the gate; the next four of one person queue.
+                for tab in 0..<5 { group.addTask { _ = try await batcher.record(Self.heartbeat("jira:a", "1", "flood", tab: "t\(tab)")) } }
+                #expect(await eventually { batcher.statistics().waiting == 4 })
+                await #expect(throws: HeartbeatUnavailable(reason: .overQuota)) {
+                    try await batcher.record(Self.heartbeat("jira:a", "1", "flood", tab: "t9"))
+                }
+                group.addTask { _ = try await batcher.record(Self.heartbeat("jira:a", "1", "someone-else")) }
+                #expect(await eventually { batcher.statistics().waiting == 5 }, "another person's heartbeat is still taken")
+                opener.yield()
+                opener.yield()
+                opener.finish()
+                try await group.waitForAll()
+            }
+            // Once the queue drained, the person may heartbeat again.
+            #expect(try await batcher.record(Self.heartbeat("jira:a", "1", "flood", tab: "t9")) != nil)
+        }
+    }
 }

@@ -407,6 +407,50 @@ struct LivePresenceTests {
         }
     }
 
+    /// One tab, person or site cannot hold every wait: above its quota a wait is refused
+    /// (`overQuota`, 429 at the routes) while other callers and sites are still served.
+    @Test func quotasPerTabPersonAndSiteKeepOneCallerFromHoldingEveryWait() async throws {
+        var settings = WaitRoom.Settings(holdFor: .seconds(30), maxWaiting: 100)
+        (settings.maxPerTab, settings.maxPerAccount, settings.maxPerTenant) = (2, 3, 5)
+        try await Self.withInstances(1, settings: settings) { instances in
+            let room = instances[0].room
+            try await withThrowingTaskGroup(of: Void.self) { held in
+                func hold(_ account: String, _ tab: String) {
+                    held.addTask {
+                        _ = try? await room.wait(for: Self.issue, version: "held", caller: .init(tenant: Self.tenant, accountID: account, tabID: tab))
+                    }
+                }
+                func refusal(_ account: String, _ tab: String, tenant: String = LivePresenceTests.tenant) async -> WaitUnavailable.Reason? {
+                    do {
+                        // No version: a wait that is held is read at once (and another site's, not installed, ends so).
+                        _ = try await room.wait(
+                            for: IssueRef(tenant: tenant, issueID: "10001"), version: "",
+                            caller: .init(tenant: tenant, accountID: account, tabID: tab))
+                        return nil
+                    } catch {
+                        return (error as? WaitUnavailable)?.reason
+                    }
+                }
+                hold("a", "t1")
+                hold("a", "t1")
+                #expect(await eventually { room.waiting == 2 })
+                #expect(await refusal("a", "t1") == .overQuota, "a third wait of one tab")
+                hold("a", "t2")
+                #expect(await eventually { room.waiting == 3 })
+                #expect(await refusal("a", "t3") == .overQuota, "a fourth wait of one person")
+                hold("b", "t1")
+                hold("c", "t1")
+                #expect(await eventually { room.waiting == 5 })
+                #expect(await refusal("d", "t1") == .overQuota, "a sixth wait of one site")
+                // Another site is still served (it is not installed, so it is answered at once).
+                #expect(await refusal("d", "t1", tenant: "another-site") == nil)
+                #expect(room.waiting == 5)
+                room.close()
+                try await held.waitForAll()
+            }
+        }
+    }
+
     @Test func payloadsRoundTripAndStrangeOnesAreIgnored() {
         #expect(ViewerChanges.issue(fromPayload: "7:jira:a:10001") == IssueRef(tenant: "jira:a:", issueID: "10001"))
         #expect(ViewerChanges.issue(fromPayload: "8:jira:ä1:2") == IssueRef(tenant: "jira:ä1", issueID: ":2"))

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Libpq
@@ -139,81 +140,99 @@ struct LiveRoutesTests {
     }
 
     static func forgeCall(
-        _ client: some TestClientProtocol, _ path: String, token: String, body: String
+        _ client: some TestClientProtocol, _ path: String, token: String, userToken: String? = nil, body: String
     ) async throws -> (
         HTTPResponse.Status, Answer?, String
     ) {
-        try await client.execute(
-            uri: path, method: .post, headers: [.authorization: "Bearer \(token)", .contentType: "application/json"], body: ByteBuffer(string: body)
-        ) { ($0.status, $0.status == .ok ? try decode($0.body) : nil, String(buffer: $0.body)) }
+        var headers: HTTPFields = [.authorization: "Bearer \(token)", .contentType: "application/json"]
+        if let userToken { headers[HTTPField.Name("x-forge-oauth-user")!] = userToken }
+        return try await client.execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: body)) {
+            ($0.status, $0.status == .ok ? try decode($0.body) : nil, String(buffer: $0.body))
+        }
     }
 
     @Test func forgeWaitsHearArrivalsAndRefuseWhatHeartbeatsRefuse() async throws {
         let forge = try FakeForge()
-        try await forge.withJWKS { jwksURL in
-            let environment = ["FORGE_APP_ID": FakeForge.appID, "FORGE_JWKS_URL": jwksURL]
-            try await TestApp.with(environment: environment) { testApp, app in
-                try await TestApp.running(testApp.parts.waitRoom) {
-                    let listening = await eventually { testApp.parts.waitRoom.isListening }
-                    try #require(listening)
-                    try await app.test(.router) { client in
-                        func call(_ path: String, _ claims: [String: Any], body: String) async throws -> (HTTPResponse.Status, Answer?, String) {
-                            try await Self.forgeCall(client, path, token: try await forge.token(claims), body: body)
-                        }
-                        let alice = FakeForge.panelClaims(principal: "alice")
-                        let bob = FakeForge.panelClaims(principal: "bob")
-                        let (status, beat, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1","state":"active"}"#)
-                        #expect(status == .ok && beat?.awayPollSeconds == 60)
-                        let version = try #require(beat?.version)
+        let jira = JiraStandIn()
+        try await jira.serve { jiraURL in
+            try await forge.withJWKS { jwksURL in
+                let environment = ["FORGE_APP_ID": FakeForge.appID, "FORGE_JWKS_URL": jwksURL]
+                try await TestApp.with(environment: environment) { testApp, app in
+                    try await TestApp.running(testApp.parts.waitRoom) {
+                        let listening = await eventually { testApp.parts.waitRoom.isListening }
+                        try #require(listening)
+                        try await app.test(.router) { client in
+                            func call(_ path: String, _ claims: [String: Any], body: String) async throws -> (HTTPResponse.Status, Answer?, String) {
+                                try await Self.forgeCall(
+                                    client, path, token: try await forge.token(claims),
+                                    userToken: (claims["principal"] as? String).map(JiraStandIn.userToken), body: body)
+                            }
+                            let apiBase = "\(jiraURL)/forge-site"
+                            let alice = FakeForge.panelClaims(principal: "alice", apiBaseURL: apiBase)
+                            let bob = FakeForge.panelClaims(principal: "bob", apiBaseURL: apiBase)
+                            let (status, beat, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1","state":"active"}"#)
+                            #expect(status == .ok && beat?.awayPollSeconds == 60)
+                            let version = try #require(beat?.version)
 
-                        let waitToken = try await forge.token(alice)
-                        async let waited = Self.forgeCall(client, "/forge/wait", token: waitToken, body: #"{"tabId":"a-1","version":"\#(version)"}"#)
-                        try await Task.sleep(for: .milliseconds(300))
-                        _ = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","state":"away"}"#)
-                        let (waitStatus, change, _) = try await waited
-                        #expect(waitStatus == .ok && change?.changed == true)
-                        #expect(change?.viewers?.map(\.accountId) == ["alice", "bob"])
-                        #expect(change?.viewers?.map(\.state) == ["active", "away"])
+                            let waitToken = try await forge.token(alice)
+                            async let waited = Self.forgeCall(
+                                client, "/forge/wait", token: waitToken, userToken: JiraStandIn.userToken("alice"),
+                                body: #"{"tabId":"a-1","version":"\#(version)"}"#)
+                            try await Task.sleep(for: .milliseconds(300))
+                            _ = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","state":"away"}"#)
+                            let (waitStatus, change, _) = try await waited
+                            #expect(waitStatus == .ok && change?.changed == true)
+                            #expect(change?.viewers?.map(\.accountId) == ["alice", "bob"])
+                            #expect(change?.viewers?.map(\.state) == ["active", "away"])
 
-                        for (body, expected) in [
-                            (#"{"tabId":"a-1","version":"not valid"}"#, HTTPResponse.Status.badRequest),
-                            (#"{"tabId":"a-1","version":7}"#, .badRequest),
-                            (#"{"version":"x"}"#, .badRequest),
-                        ] {
-                            let (refused, _, text) = try await call("/forge/wait", alice, body: body)
-                            #expect(refused == expected, "\(body)")
-                            #expect(text.hasPrefix(#"{"error":"#), "Forge answers are JSON: \(text)")
-                        }
-                        for body in [
-                            #"{"tabId":"a-1","state":"gone"}"#, #"{"tabId":"a-1","seq":true}"#, #"{"tabId":"a-1","seq":"3"}"#,
-                            #"{"tabId":"a-1","seq":0}"#,
-                        ] {
-                            let (refused, _, _) = try await call("/forge/heartbeat", alice, body: body)
-                            #expect(refused == .badRequest, "\(body)")
-                        }
-                        let (first, _, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1","seq":1}"#)
-                        #expect(first == .ok, "seq 1 is a number, not true")
-                        // A counted leave overtaken by a heartbeat the tab sent before it.
-                        _ = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","seq":7}"#)
-                        let (left, _, _) = try await call("/forge/leave", bob, body: #"{"tabId":"b-1","seq":9}"#)
-                        #expect(left == .ok)
-                        let (_, late, _) = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","seq":8}"#)
-                        #expect(late?.viewers?.map(\.accountId) == ["alice"])
-                        var anonymous = alice
-                        anonymous["principal"] = nil
-                        let (anonymousStatus, anonymousAnswer, _) = try await call("/forge/wait", anonymous, body: #"{"tabId":"x-1","version":""}"#)
-                        #expect(anonymousStatus == .ok && anonymousAnswer?.anonymous == true && anonymousAnswer?.changed == false)
+                            for (body, expected) in [
+                                (#"{"tabId":"a-1","version":"not valid"}"#, HTTPResponse.Status.badRequest),
+                                (#"{"tabId":"a-1","version":7}"#, .badRequest),
+                                (#"{"version":"x"}"#, .badRequest),
+                            ] {
+                                let (refused, _, text) = try await call("/forge/wait", alice, body: body)
+                                #expect(refused == expected, "\(body)")
+                                #expect(text.hasPrefix(#"{"error":"#), "Forge answers are JSON: \(text)")
+                            }
+                            for body in [
+                                #"{"tabId":"a-1","state":"gone"}"#, #"{"tabId":"a-1","seq":true}"#, #"{"tabId":"a-1","seq":"3"}"#,
+                                #"{"tabId":"a-1","seq":0}"#,
+                            ] {
+                                let (refused, _, _) = try await call("/forge/heartbeat", alice, body: body)
+                                #expect(refused == .badRequest, "\(body)")
+                            }
+                            let (first, _, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1","seq":1}"#)
+                            #expect(first == .ok, "seq 1 is a number, not true")
+                            // A counted leave overtaken by a heartbeat the tab sent before it.
+                            _ = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","seq":7}"#)
+                            let (left, _, _) = try await call("/forge/leave", bob, body: #"{"tabId":"b-1","seq":9}"#)
+                            #expect(left == .ok)
+                            let (_, late, _) = try await call("/forge/heartbeat", bob, body: #"{"tabId":"b-1","seq":8}"#)
+                            #expect(late?.viewers?.map(\.accountId) == ["alice"])
+                            var anonymous = alice
+                            anonymous["principal"] = nil
+                            let (anonymousStatus, anonymousAnswer, _) = try await call(
+                                "/forge/wait", anonymous, body: #"{"tabId":"x-1","version":""}"#)
+                            #expect(anonymousStatus == .ok && anonymousAnswer?.anonymous == true && anonymousAnswer?.changed == false)
 
-                        // Uninstalled while a panel waits: the wait says so, as a heartbeat would.
-                        let (_, current, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1"}"#)
-                        let heldBody = #"{"tabId":"a-1","version":"\#(try #require(current?.version))"}"#
-                        let heldToken = try await forge.token(alice)
-                        async let held = Self.forgeCall(client, "/forge/wait", token: heldToken, body: heldBody)
-                        try await Task.sleep(for: .milliseconds(300))
-                        let (uninstalled, _, _) = try await call("/forge/uninstall", alice, body: "{}")
-                        #expect(uninstalled == .ok)
-                        let (heldStatus, _, heldText) = try await held
-                        #expect(heldStatus == .forbidden && heldText.contains("app uninstalled"), "\(heldStatus) \(heldText)")
+                            // Uninstalled while a panel waits: the wait says so, as a heartbeat would.
+                            let (_, current, _) = try await call("/forge/heartbeat", alice, body: #"{"tabId":"a-1"}"#)
+                            let heldBody = #"{"tabId":"a-1","version":"\#(try #require(current?.version))"}"#
+                            let heldToken = try await forge.token(alice)
+                            async let held = Self.forgeCall(
+                                client, "/forge/wait", token: heldToken, userToken: JiraStandIn.userToken("alice"), body: heldBody)
+                            try await Task.sleep(for: .milliseconds(300))
+                            // A panel's token cannot uninstall the site (it once could); preUninstall's can.
+                            let preUninstall =
+                                #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-pre-uninstall"},"contextToken":"t"}"#
+                            let (byPanel, _, _) = try await call("/forge/uninstall", alice, body: preUninstall)
+                            #expect(byPanel == .forbidden)
+                            let (uninstalled, _, _) = try await call(
+                                "/forge/uninstall", FakeForge.triggerClaims(endpoint: "wl-uninstall", apiBaseURL: apiBase), body: preUninstall)
+                            #expect(uninstalled == .ok)
+                            let (heldStatus, _, heldText) = try await held
+                            #expect(heldStatus == .forbidden && heldText.contains("app uninstalled"), "\(heldStatus) \(heldText)")
+                        }
                     }
                 }
             }
@@ -224,9 +243,12 @@ struct LiveRoutesTests {
         try await RunningApp.with(environment: ["WAIT_SECONDS": "20"]) { app in
             let ticket = try await app.panelTicket("alice")
             let version = try await Self.versionOnceListening(app, ticket: ticket)
+            // Five panels (a tab holds at most two waits: `WaitRoom.Settings.maxPerTab`).
+            var tickets = [ticket]
+            for _ in 1..<5 { tickets.append(try await app.panelTicket("alice")) }
             let started = ContinuousClock.now
             let answers = try await withThrowingTaskGroup(of: DatabaseFaultTests.Answer.self) { group in
-                for _ in 0..<5 {
+                for ticket in tickets {
                     group.addTask {
                         var request = HTTPClientRequest(url: app.base + "/api/issues/10001/wait?version=\(version)")
                         request.method = .POST
@@ -253,7 +275,9 @@ struct LiveRoutesTests {
             let ticket = try await app.panelTicket("alice")
             let version = try await Self.versionOnceListening(app, ticket: ticket)
             var connections: [RawConnection] = []
-            for _ in 0..<3 {
+            for index in 0..<3 {
+                // One tab holds at most two waits (`WaitRoom.Settings.maxPerTab`): three tabs of Alice's.
+                let ticket = index == 0 ? ticket : try await app.panelTicket("alice")
                 let connection = try await RawConnection.open(port: app.port)
                 try await connection.send(
                     "POST /api/issues/10001/wait?version=\(version) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Ticket \(ticket)\r\n"

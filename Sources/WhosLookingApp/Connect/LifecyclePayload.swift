@@ -19,6 +19,8 @@ struct LifecyclePayload: Decodable {
         guard key == appKey else { return "key is not this app's" }
         guard let clientKey, !clientKey.isEmpty else { return "missing clientKey" }
         guard clientKey.count <= 255 else { return "clientKey too long" }
+        // Forge installation ids have this form; the tenants table tells the doors apart by it.
+        guard !clientKey.hasPrefix("ari:cloud:ecosystem::installation/") else { return "clientKey is a Forge installation id" }
         guard let baseUrl, !baseUrl.isEmpty else { return "missing baseUrl" }
         guard Self.acceptableSiteURL(baseUrl) != nil else { return "baseUrl must be an https URL" }
         if let displayUrl, !displayUrl.isEmpty, Self.acceptableSiteURL(displayUrl) == nil { return "displayUrl must be an https URL" }
@@ -36,7 +38,7 @@ struct LifecyclePayload: Decodable {
     /// https, or http on a loopback host (a local Jira stand-in).
     static func acceptableSiteURL(_ text: String) -> URL? {
         guard let components = URLComponents(string: text), let host = components.host, !host.isEmpty,
-              components.query == nil, components.fragment == nil, components.user == nil
+            components.query == nil, components.fragment == nil, components.user == nil
         else { return nil }
         switch components.scheme?.lowercased() {
         case "https": return components.url

@@ -18,10 +18,12 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.json(error.isTransient ? .serviceUnavailable : .internalServerError, error.clientMessage)
         } catch let error as HeartbeatUnavailable {
             context.logger.debug("heartbeat not recorded", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
+            guard error.reason != .overQuota else { return Self.json(.tooManyRequests, error.description, retryAfter: 1) }
             return Self.json(.serviceUnavailable, "database unavailable")
         } catch let error as WaitUnavailable {
             context.logger.debug("wait not held", metadata: ["reason": "\(error.reason.rawValue)", "path": "\(request.uri.path)"])
-            return Self.json(.serviceUnavailable, error.description, retryAfter: error.retryAfterSeconds)
+            return Self.json(
+                error.reason == .overQuota ? .tooManyRequests : .serviceUnavailable, error.description, retryAfter: error.retryAfterSeconds)
         }
     }
 
@@ -33,7 +35,7 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         body.writeJSONString(message)
         body.writeStaticString("}")
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"]
-        if status == .serviceUnavailable { headers[.retryAfter] = "\(retryAfter)" }
+        if status == .serviceUnavailable || status == .tooManyRequests { headers[.retryAfter] = "\(retryAfter)" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }

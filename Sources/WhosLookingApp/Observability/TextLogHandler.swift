@@ -10,7 +10,9 @@ import Logging
 /// started a line of the attacker's choosing. Here a newline is `\n`, a carriage return `\r`, a
 /// tab `\t`, a backslash `\\`, and any other control character (C0, DEL, C1, the Unicode line
 /// and paragraph separators, and the bidirectional overrides that reorder what a terminal shows)
-/// `\u{…}`: one event is always exactly one line, and an escape is never ambiguous.
+/// `\u{…}`: one event is always exactly one line, and an escape is never ambiguous. A metadata
+/// value with a blank, `=` or `"` in it (or none at all) is quoted as logfmt does
+/// (`reason="a b=c"`, a quote inside as `\"`), so a value can never pose as more keys.
 public struct TextLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
@@ -38,7 +40,7 @@ public struct TextLogHandler: LogHandler {
         if !label.isEmpty { line += " " + Self.escape(label) }
         line += ":"
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-            line += " " + Self.escape(key) + "=" + Self.escape(value.description)
+            line += " " + Self.escape(key) + "=" + Self.value(value.description)
         }
         line += " [" + Self.escape(event.source) + "] " + Self.escape(event.message.description) + "\n"
         output(line)
@@ -60,6 +62,14 @@ public struct TextLogHandler: LogHandler {
             }
         }
         return String(escaped)
+    }
+
+    /// A metadata value: escaped, and quoted when it could otherwise read as more than one value.
+    public static func value(_ text: String) -> String {
+        let escaped = escape(text)
+        guard escaped.isEmpty || escaped.unicodeScalars.contains(where: { $0 == " " || $0 == "=" || $0 == "\"" || $0.properties.isWhitespace })
+        else { return escaped }
+        return "\"" + escaped.replacingOccurrences(of: "\"", with: #"\""#) + "\""
     }
 
     /// Control characters, and the backslash that starts an escape.

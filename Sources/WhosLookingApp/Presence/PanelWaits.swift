@@ -17,11 +17,13 @@ struct PanelWaits: Sendable {
     /// Shutdown answers every held wait at once (503) instead of holding the server's drain. A
     /// handler, not `cancelWhenGracefulShutdown`: that runs two child tasks per wait, and held
     /// waits are many (scripts/bench: tens of KB each).
-    func response(issue: IssueRef, version: String, accountID: String, context: AppRequestContext) async throws -> WaitResponse? {
+    func response(issue: IssueRef, version: String, accountID: String, tabID: String, context: AppRequestContext) async throws -> WaitResponse? {
         let connection = connections.watch(context.connectionID)
         defer { connection?.forget() }
         let outcome = try await withGracefulShutdownHandler {
-            try await room.wait(for: issue, version: version) { abandon in connection?.whenClientLeaves(abandon) }
+            try await room.wait(
+                for: issue, version: version, caller: .init(tenant: issue.tenant, accountID: accountID, tabID: tabID)
+            ) { abandon in connection?.whenClientLeaves(abandon) }
         } onGracefulShutdown: {
             room.close()
         }

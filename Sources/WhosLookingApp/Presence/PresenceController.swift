@@ -61,7 +61,10 @@ struct PresenceController {
         let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let version = try Self.version(request.uri.queryParameters.get("version"))
         let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
-        guard let response = try await waits.response(issue: issue, version: version, accountID: ticket.accountID, context: context) else {
+        guard
+            let response = try await waits.response(
+                issue: issue, version: version, accountID: ticket.accountID, tabID: ticket.tabID, context: context)
+        else {
             throw HTTPError(.unauthorized, message: "site not installed")
         }
         return response
