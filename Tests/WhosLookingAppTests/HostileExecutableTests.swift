@@ -34,6 +34,8 @@ struct HostileExecutableTests {
     static let alice = "557058:alice"
     static let forgedLine = "2030-01-01T00:00:00+0000 critical whoslooking: FORGED-LOG-LINE"
 
+    static let preUninstallBody = #"{"context":{"cloudId":"4a3b2c1d-0000-4000-8000-00000000c10d","moduleKey":"wl-pre-uninstall"},"contextToken":"t"}"#
+
     // MARK: The catalogue's shape
 
     struct Hostile: Sendable {
@@ -357,7 +359,16 @@ struct HostileExecutableTests {
             ("wrong app id", "Bearer " + (try await forge.token(fixture.forgeApp("id", "ari:cloud:ecosystem::app/evil")))),
             ("expired", "Bearer " + (try await forge.token(valid.merging(["exp": now - 120]) { $1 }))),
             ("not yet valid", "Bearer " + (try await forge.token(valid.merging(["nbf": now + 300]) { $1 }))),
-            ("no installation", "Bearer " + (try await forge.token(fixture.forgeApp("installationId", nil)))),
+            (
+                "no installation",
+                "Bearer " + (try await forge.token(fixture.forgeClaims { claims in
+                    var app = claims["app"] as! [String: Any]
+                    app["installationId"] = nil
+                    app["installation"] = nil
+                    claims["app"] = app
+                }))
+            ),
+            ("installation not an ARI", "Bearer " + (try await forge.token(fixture.forgeApp("installationId", connectSite)))),
             ("installation with NUL", "Bearer " + (try await forge.token(fixture.forgeApp("installationId", forgeInstallation + "\u{0}")))),
             ("apiBaseUrl javascript:", "Bearer " + (try await forge.token(fixture.forgeApp("apiBaseUrl", "javascript:alert(1)")))),
             ("token over 16 KB", "Bearer " + (try await forge.token(valid.merging(["pad": String(repeating: "p", count: 17_000)]) { $1 }))),
@@ -391,6 +402,9 @@ struct HostileExecutableTests {
                 expected: expected, carries: [token])
         }
         let tab = bytes(#"{"tabId":"tab-1"}"#)
+        func trigger(_ endpoint: String) -> [String: Any] {
+            FakeForge.triggerClaims(endpoint: endpoint, installationID: forgeInstallation, apiBaseURL: "\(fixture.jiraURL)/forge-site")
+        }
         return [
             try await call("body not JSON", body: bytes("tabId=tab-1")),
             try await call("body a JSON array", body: bytes(#"["tab-1"]"#)),
@@ -403,16 +417,30 @@ struct HostileExecutableTests {
             try await call("30,000 nested arrays", body: nestedArrays(30_000)),
             try await call("10,000 nested objects", body: nestedObjects(10_000)),
             try await call("invalid UTF-8", body: [0x7B, 0x22, 0xFF, 0xFE, 0x22, 0x3A, 0x31, 0x7D]),
-            try await call("no issue in the context", claims: fixture.forgeClaims { claims in claims["context"] = nil }, body: tab),
+            // A panel module's token without a UI context is not a frontend call: not the panel's.
+            try await call("no context", claims: fixture.forgeClaims { claims in claims["context"] = nil }, body: tab, expected: .status(403)),
             try await call("signed issue key with NUL", claims: fixture.forgeIssue(id: "10001", key: "HX-1\u{0}"), body: tab),
             try await call("signed issue id of 300", claims: fixture.forgeIssue(id: String(repeating: "1", count: 300), key: "HX-1"), body: tab),
             try await call(
                 "signed principal with NUL", claims: fixture.forgeClaims { $0["principal"] = alice + "\u{0}" }, body: tab, expected: .clientError),
             try await call(
                 "an uninstalled installation", claims: fixture.forgeClaims(installation: goneInstallation), body: tab, expected: .status(403)),
-            try await call("body a JSON array", "lifecycle", body: bytes("[]")),
-            try await call("30,000 nested arrays", "lifecycle", body: nestedArrays(30_000)),
-            try await call("body not JSON", "uninstall", body: bytes("uninstall everything")),
+            try await call("body a JSON array", "lifecycle", claims: trigger("wl-lifecycle"), body: bytes("[]")),
+            try await call("30,000 nested arrays", "lifecycle", claims: trigger("wl-lifecycle"), body: nestedArrays(30_000)),
+            try await call("another event", "lifecycle", claims: trigger("wl-lifecycle"), body: bytes(#"{"eventType":"avi:forge:uninstalled:app"}"#)),
+            try await call("body not JSON", "uninstall", claims: trigger("wl-uninstall"), body: bytes("uninstall everything")),
+            try await call("no contextToken", "uninstall", claims: trigger("wl-uninstall"), body: bytes(#"{"context":{"cloudId":"c","moduleKey":"wl-pre-uninstall"}}"#)),
+            // A user's own panel token on the app's triggers: the audit's "any user uninstalls the site".
+            try await call("a panel's token", "uninstall", body: bytes(preUninstallBody), expected: .status(403)),
+            try await call("an anonymous panel's token", "uninstall", claims: fixture.forgeClaims { $0["principal"] = nil }, body: bytes(preUninstallBody), expected: .status(403)),
+            try await call("a panel's token", "lifecycle", body: bytes(#"{"eventType":"avi:forge:installed:app"}"#), expected: .status(403)),
+            try await call("a panel's token", "scheduled", body: bytes("{}"), expected: .status(403)),
+            try await call("the lifecycle trigger's token", "uninstall", claims: trigger("wl-lifecycle"), body: bytes(preUninstallBody), expected: .status(403)),
+            try await call("the uninstall trigger's token", "heartbeat", claims: trigger("wl-uninstall"), body: tab, expected: .status(403)),
+            try await call(
+                "another site's cloudId", "uninstall", claims: trigger("wl-uninstall"),
+                body: bytes(#"{"context":{"cloudId":"99999999-0000-4000-8000-000000000000","moduleKey":"wl-pre-uninstall"},"contextToken":"t"}"#),
+                expected: .status(403)),
             try await call("no tabId", "leave", body: bytes(#"{"tab":"tab-1"}"#)),
             try await call("30,000 nested arrays", "leave", body: nestedArrays(30_000)),
         ]
@@ -762,16 +790,17 @@ struct HostileExecutableTests {
         _ = try await ok(
             http(
                 "POST", "/forge/heartbeat",
-                [("Content-Type", "application/json"), ("Authorization", "Bearer " + aliceToken), ("x-forge-oauth-system", systemToken)],
+                [
+                    ("Content-Type", "application/json"), ("Authorization", "Bearer " + aliceToken), ("x-forge-oauth-system", systemToken),
+                    ("x-forge-oauth-user", JiraStandIn.userToken(alice)),
+                ],
                 body: bytes(#"{"tabId":"tab-1"}"#)), "Alice's Forge heartbeat")
-        var uninstallClaims = fixture.forgeClaims(installation: goneInstallation)
-        uninstallClaims["context"] = nil
-        uninstallClaims["principal"] = nil
+        let uninstallClaims = FakeForge.triggerClaims(endpoint: "wl-uninstall", installationID: goneInstallation, apiBaseURL: "\(jiraURL)/forge-site")
         _ = try await ok(
             http(
                 "POST", "/forge/uninstall",
                 [("Content-Type", "application/json"), ("Authorization", "Bearer " + (try await forge.token(uninstallClaims)))],
-                body: bytes("{}")), "the Forge uninstall")
+                body: bytes(preUninstallBody)), "the Forge uninstall")
 
         let named = await eventually(timeout: .seconds(20)) {
             try await admin.query("SELECT count(*) AS n FROM user_details WHERE status = 'found'")[0].decode(Int.self, "n") == 2
