@@ -178,6 +178,7 @@ struct ForgeRemoteTests {
             let tooBig = try await harness.call(
                 "/forge/heartbeat", token: token, body: #"{"tabId":"t","pad":"\#(String(repeating: "x", count: 70_000))"}"#)
             #expect(tooBig.status == .contentTooLarge)
+            #expect(tooBig.error?.isEmpty == false && tooBig.contentType?.hasPrefix("application/json") == true, "Forge wants JSON: \(tooBig.body)")
             #expect(try await harness.viewerRows == 0)
         }
     }

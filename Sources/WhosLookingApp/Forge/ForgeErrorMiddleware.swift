@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Libpq
+import NIOCore
 import Presence
 
 /// Forge wants every non-2xx answer as JSON (`invokeRemote` rejects others): refusals become
@@ -13,6 +14,10 @@ struct ForgeErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as HTTPError {
             return Self.json(error.status, error.body ?? error.status.reasonPhrase)
+        } catch let error as NIOTooManyBytesError {
+            // A body over the limit: Hummingbird would answer an empty 413, which Forge rejects.
+            context.logger.debug("Forge body too large", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return Self.json(.contentTooLarge, "body too large")
         } catch let error as PostgresError {
             context.logger.error("database error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return Self.json(error.isTransient ? .serviceUnavailable : .internalServerError, error.clientMessage)
