@@ -6,6 +6,10 @@ import Synchronization
 /// never stored, logged or returned. Each is used until shortly before its `exp` (read without
 /// verifying: the token is opaque to us, Jira checks it); a site with no fresh token waits for
 /// the next call that brings one. Bounded: the oldest entries go first when full.
+///
+/// Calls race, so the one that arrives last may bring an older token: the token held is the
+/// newest by `exp`, whatever the order. One Jira refused is forgotten (`forget(token:)`), so
+/// that the next call's token is taken even when it is not newer.
 public final class ForgeSystemTokens: Sendable {
     struct Entry {
         var token: String
@@ -31,6 +35,9 @@ public final class ForgeSystemTokens: Sendable {
         let expires = stated ?? now.addingTimeInterval(3600)
         guard expires > now.addingTimeInterval(margin) else { return }
         entries.withLock { entries in
+            // The held token lasts as long or longer: keep it (one past its use has an earlier
+            // expiry than any token that passed the guard above, so it is replaced).
+            if let held = entries[installationID], held.expires >= expires { return }
             if entries.count >= maxEntries, entries[installationID] == nil,
                 let oldest = entries.min(by: { $0.value.expires < $1.value.expires })?.key
             {
@@ -52,15 +59,27 @@ public final class ForgeSystemTokens: Sendable {
         }
     }
 
+    /// Uninstalled: whatever token is held goes.
     public func forget(installationID: String) {
         entries.withLock { $0[installationID] = nil }
     }
 
+    /// Jira refused `token`: it goes, unless another has replaced it meanwhile (a newer token
+    /// from a later call is not the one refused).
+    public func forget(token: String, installationID: String) {
+        entries.withLock { entries in
+            if entries[installationID]?.token == token { entries[installationID] = nil }
+        }
+    }
+
+    /// The `exp` of a JWT-shaped token: a JSON number, finite, in a payload that is one strict
+    /// JSON object (`JSONValue`). Anything else (a string, a boolean, a key twice, trailing
+    /// bytes) is no `exp` at all.
     static func expiry(of token: String) -> Date? {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let json = Base64URL.decode(parts[1].utf8),
-            let object = try? JSONSerialization.jsonObject(with: Data(json)) as? [String: Any],
-            let exp = (object["exp"] as? NSNumber)?.doubleValue, exp.isFinite
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3, let json = Base64URL.decode(parts[1]), case .object(let members)? = JSONValue.parse(json),
+            case .number(let text)? = members.first(where: { $0.key == "exp" })?.value,
+            let exp = Double(text), exp.isFinite
         else { return nil }
         return Date(timeIntervalSince1970: exp)
     }
