@@ -25,6 +25,11 @@ import Synchronization
 /// back off exponentially with jitter. Tenants have separate workers: one slow or failing site
 /// never delays another.
 ///
+/// Only a 404, or a complete answer without the account, means an account is missing (and not
+/// asked for again for the repository's `missingTTL`). A 401 or 403 is Jira refusing the app's
+/// credentials, which says nothing about the accounts: they stay pending, the site backs off (at
+/// most `refusedBackoffMax`), and `credentialsRefused` is told which credentials were refused.
+///
 /// Every wait (the gather delay, a 429's pause, backoff) runs on the injected clock
 /// (`ContinuousClock` unless told otherwise), so tests can step through them with a `TestClock`.
 public actor UserEnricher: Service {
@@ -38,6 +43,9 @@ public actor UserEnricher: Service {
     }
 
     public typealias Credentials = @Sendable (_ tenant: String) async throws -> SiteAccess
+    /// Told when Jira refused a site's credentials (401 or 403) with the credentials it refused,
+    /// so that the app forgets a Forge system token Jira no longer takes.
+    public typealias CredentialsRefused = @Sendable (_ tenant: String, _ refused: SiteCredentials) -> Void
 
     public struct Settings: Sendable {
         public var batchSize = 50
@@ -45,6 +53,10 @@ public actor UserEnricher: Service {
         public var gatherDelay: Duration = .milliseconds(20)
         public var backoffBase: Duration = .seconds(1)
         public var backoffMax: Duration = .seconds(300)
+        /// The longest backoff after Jira refused the app's credentials (401, 403). Shorter than
+        /// `backoffMax`: a refusal is mostly passing (a token about to be replaced, Jira's own
+        /// hiccup), and names must come back within a minute of Jira answering again.
+        public var refusedBackoffMax: Duration = .seconds(30)
         public var defaultRetryAfter: Duration = .seconds(60)
         public var maxPendingPerTenant = 5000
         /// Requests waiting for `run()` to take them; more are dropped, never waited for.
@@ -69,6 +81,8 @@ public actor UserEnricher: Service {
         case done
         case rateLimited(retryAfter: Duration, retry: [String])
         case failed(retry: [String], reason: String)
+        /// Jira refused the app's credentials (`status` 401 or 403): a failure of the site, not of the accounts.
+        case refused(retry: [String], status: Int)
         /// The worker was cancelled (shutdown): nothing to settle.
         case cancelled
     }
@@ -81,6 +95,7 @@ public actor UserEnricher: Service {
     private let client: JiraClient
     private let repository: UserDetailsRepository
     private let credentials: Credentials
+    private let credentialsRefused: CredentialsRefused
     private let settings: Settings
     private let clock: AnyClock<Duration>
     private let logger: Logger
@@ -92,12 +107,14 @@ public actor UserEnricher: Service {
     private nonisolated let buffered = Atomic<Int>(0)
 
     public init(
-        client: JiraClient, repository: UserDetailsRepository, credentials: @escaping Credentials, settings: Settings = Settings(),
+        client: JiraClient, repository: UserDetailsRepository, credentials: @escaping Credentials,
+        credentialsRefused: @escaping CredentialsRefused = { _, _ in }, settings: Settings = Settings(),
         clock: any Clock<Duration> = ContinuousClock(), logger: Logger
     ) {
         self.client = client
         self.repository = repository
         self.credentials = credentials
+        self.credentialsRefused = credentialsRefused
         self.settings = settings
         self.clock = AnyClock(clock)
         self.logger = logger
@@ -215,17 +232,34 @@ public actor UserEnricher: Service {
                 state.pending.insert(contentsOf: retry, at: 0)
                 logger.warning("Jira rate-limited user lookups; pausing this site", metadata: ["tenant": "\(tenant)", "retryAfter": "\(retryAfter)"])
             case .failed(let retry, let reason):
-                state.consecutiveFailures += 1
-                let exponent = min(state.consecutiveFailures - 1, 20)
-                let ceiling = min(settings.backoffBase * (1 << exponent), settings.backoffMax)
-                // Full jitter over the upper half, so failing sites do not retry in step.
-                let delay = ceiling * settings.jitter(0.5...1.0)
-                state.notBefore = now.advanced(by: delay)
-                state.queued.subtract(Set(batch).subtracting(retry))
-                state.pending.insert(contentsOf: retry, at: 0)
+                let delay = backOff(&state, now: now, batch: batch, retry: retry, max: settings.backoffMax)
                 logger.warning("user lookup failed; backing off", metadata: ["tenant": "\(tenant)", "reason": "\(reason)", "delay": "\(delay)"])
+            case .refused(let retry, let status):
+                // Counted with other failures, so a site that keeps refusing is asked less and
+                // less often, but at least every `refusedBackoffMax`: Jira answering again must
+                // bring the names back within a minute, not after `backoffMax`.
+                let delay = backOff(&state, now: now, batch: batch, retry: retry, max: settings.refusedBackoffMax)
+                logger.warning(
+                    "Jira refused the app's credentials for user lookups; backing off",
+                    metadata: ["tenant": "\(tenant)", "status": "\(status)", "delay": "\(delay)"])
             }
         }
+    }
+
+    /// Puts `retry` back in front of the pending accounts and pauses the tenant, exponentially
+    /// longer with each consecutive failure up to `max`; answers the pause.
+    private func backOff(
+        _ state: inout TenantState, now: AnyClock<Duration>.Instant, batch: [String], retry: [String], max ceilingMax: Duration
+    ) -> Duration {
+        state.consecutiveFailures += 1
+        let exponent = min(state.consecutiveFailures - 1, 20)
+        let ceiling = min(settings.backoffBase * (1 << exponent), ceilingMax)
+        // Full jitter over the upper half, so failing sites do not retry in step.
+        let delay = ceiling * settings.jitter(0.5...1.0)
+        state.notBefore = now.advanced(by: delay)
+        state.queued.subtract(Set(batch).subtracting(retry))
+        state.pending.insert(contentsOf: retry, at: 0)
+        return delay
     }
 
     /// One batch against Jira, then the cache. Runs off the actor.
@@ -237,7 +271,9 @@ public actor UserEnricher: Service {
             let wanted = accountIDs.filter { !fresh.contains($0) }
             guard !wanted.isEmpty else { return .done }
 
-            return try await fetchBulk(tenant: tenant, site: site, accountIDs: wanted)
+            let outcome = try await fetchBulk(tenant: tenant, site: site, accountIDs: wanted)
+            if case .refused = outcome { credentialsRefused(tenant, site) }
+            return outcome
         } catch let error as DecodingError {
             return .failed(retry: [], reason: "unreadable answer from Jira: \(error)")
         } catch {
@@ -250,7 +286,8 @@ public actor UserEnricher: Service {
     /// last was read (`isLast`, or an empty page). Only then are the accounts it did not
     /// return remembered as missing; when the pages stop early (429, 5xx, an error, a page
     /// that brings nothing new, or more than `maxPagesPerBatch` pages) what was read is stored
-    /// and the accounts not read yet stay pending.
+    /// and the accounts not read yet stay pending. A refusal (401, 403) is the app's credentials,
+    /// on any page: never a reason to ask one by one, which would be refused too.
     private nonisolated func fetchBulk(tenant: String, site: SiteCredentials, accountIDs wanted: [String]) async throws -> Outcome {
         var query = wanted.map { URLQueryItem(name: "accountId", value: $0) }
         query.append(URLQueryItem(name: "maxResults", value: String(settings.batchSize)))
@@ -285,6 +322,9 @@ public actor UserEnricher: Service {
                     break pages
                 }
                 startAt += page.values.count
+            case 401, 403:
+                end = .refused(status: bulk.status)
+                break pages
             case 429:
                 end = .rateLimited(retryAfter(bulk.headers))
                 break pages
@@ -292,6 +332,7 @@ public actor UserEnricher: Service {
                 end = .stopped(reason: "bulk answered \(bulk.status)")
                 break pages
             default:
+                // Bulk not available on this site (404, 400, ...): asked one by one instead.
                 if pageNumber == 0 { return try await fetchOneByOne(tenant: tenant, site: site, accountIDs: wanted, bulkStatus: bulk.status) }
                 end = .stopped(reason: "bulk page answered \(bulk.status)")
                 break pages
@@ -305,6 +346,8 @@ public actor UserEnricher: Service {
             return .done
         case .rateLimited(let retryAfter):
             return .rateLimited(retryAfter: retryAfter, retry: unread)
+        case .refused(let status):
+            return .refused(retry: unread, status: status)
         case .stopped(let reason):
             return .failed(retry: unread, reason: reason)
         }
@@ -316,6 +359,8 @@ public actor UserEnricher: Service {
         case allRead
         /// The pages stopped early: accounts not read stay pending.
         case rateLimited(Duration)
+        /// Jira refused the app's credentials: accounts not read stay pending.
+        case refused(status: Int)
         case stopped(reason: String)
     }
 
@@ -328,14 +373,19 @@ public actor UserEnricher: Service {
             switch response.status {
             case 200:
                 found.append(try JSONDecoder().decode(JiraUser.self, from: Data(buffer: response.body)))
+            case 404:
+                missing.append(accountID)  // remembered, not asked at every heartbeat
+            case 401, 403:
+                // The app's credentials, not this account: the rest would be refused too.
+                try await save(tenant: tenant, found: found, missing: missing)
+                return .refused(retry: Array(accountIDs[index...]), status: response.status)
             case 429:
                 try await save(tenant: tenant, found: found, missing: missing)
                 return .rateLimited(retryAfter: retryAfter(response.headers), retry: Array(accountIDs[index...]))
-            case 500...:
+            default:
+                // 5xx, and any other answer: it says nothing about the account.
                 try await save(tenant: tenant, found: found, missing: missing)
                 return .failed(retry: Array(accountIDs[index...]), reason: "user answered \(response.status)")
-            default:
-                missing.append(accountID)  // 404 and refusals: remembered, not asked at every heartbeat
             }
         }
         try await save(tenant: tenant, found: found, missing: missing)

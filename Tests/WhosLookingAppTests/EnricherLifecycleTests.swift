@@ -1,5 +1,6 @@
 import Clocks
 import Connect
+import Forge
 import Foundation
 import Libpq
 import Logging
@@ -39,10 +40,14 @@ struct EnricherHarness: Sendable {
 
     /// `body` runs with the enricher not started: run it with `TestApp.running` or a service group of its own.
     /// Its waits run on `clock` (a `SteppedClock` in the tests of backoff and `Retry-After`).
+    /// With `systemTokens`, `site` is called as a Forge installation, as the app wires one: with
+    /// the token held for its client key as Bearer (waiting while none is), and a token Jira
+    /// refused forgotten.
     static func with(
         settings: UserEnricher.Settings = .init(),
         clock: any Clock<Duration> = ContinuousClock(),
         logger: Logger = TestDatabase.logger,
+        systemTokens: ForgeSystemTokens? = nil,
         _ body: @escaping @Sendable (EnricherHarness) async throws -> Void
     ) async throws {
         let jira = JiraStandIn()
@@ -60,7 +65,14 @@ struct EnricherHarness: Sendable {
                     repository: UserDetailsRepository(pool: pool, ttl: 3600, missingTTL: 3600),
                     credentials: { clientKey in
                         let installed = clientKey == other.clientKey ? other : site
+                        if let systemTokens, installed.clientKey == site.clientKey {
+                            guard let token = systemTokens.token(installationID: clientKey) else { return .waiting }
+                            return .available(.bearer(apiBaseURL: installed.baseURL, token: token))
+                        }
                         return .available(.connect(baseURL: installed.baseURL, sharedSecret: installed.sharedSecret))
+                    },
+                    credentialsRefused: { clientKey, refused in
+                        if case .bearer(_, let token) = refused { systemTokens?.forget(token: token, installationID: clientKey) }
                     },
                     settings: settings, clock: clock, logger: logger
                 )
