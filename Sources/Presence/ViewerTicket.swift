@@ -18,13 +18,18 @@ public struct ViewerTicket: Codable, Sendable, Equatable {
     /// When the panel was loaded (seconds since 1970): renewals keep it, and a chain of renewals
     /// ends `maxChainAge` after it. nil in tickets from before version 3.
     public var chainStarted: Double?
+    /// The install of the site the ticket was issued in (`Tenant.generation`): a ticket of an
+    /// earlier install records and lists nothing. Tickets from before version 4 count as the
+    /// first install's, which is what every site was when generations began.
+    public var generation: Int64 = 1
 
     enum CodingKeys: String, CodingKey {
         case tenant = "t", issueID = "i", issueKey = "k", accountID = "a", tabID = "b", expires = "e", chainStarted = "c"
     }
 
     public init(
-        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, expires: Double, chainStarted: Double? = nil
+        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, expires: Double, chainStarted: Double? = nil,
+        generation: Int64 = 1
     ) {
         self.tenant = tenant
         self.issueID = issueID
@@ -33,28 +38,31 @@ public struct ViewerTicket: Codable, Sendable, Equatable {
         self.tabID = tabID
         self.expires = expires
         self.chainStarted = chainStarted
+        self.generation = generation
     }
 
     public var viewer: ViewerKey { ViewerKey(tenant: tenant, issueID: issueID, accountID: accountID, tabID: tabID) }
 }
 
-/// The signed payload. Version 3 is binary: a version byte, the expiry and the chain's start
-/// as big-endian seconds (8 bytes each), then each string as a big-endian 16-bit length and
-/// its UTF-8 bytes. Version 2 was the same without the chain's start; version 1 was JSON
+/// The signed payload. Version 4 is binary: a version byte, the expiry and the chain's start
+/// as big-endian seconds and the install generation (8 bytes each), then each string as a
+/// big-endian 16-bit length and its UTF-8 bytes. Version 3 was the same without the generation. Version 2 was the same without the chain's start; version 1 was JSON
 /// (`Codable` above). Older tickets still verify while they live, so an upgrade does not log
 /// anyone out. Binary because JSONEncoder/JSONDecoder were an eighth of a heartbeat's CPU
 /// profile.
 extension ViewerTicket {
-    static let binaryVersion: UInt8 = 3
+    static let binaryVersion: UInt8 = 4
+    static let binaryVersionWithoutGeneration: UInt8 = 3
     static let binaryVersionWithoutChain: UInt8 = 2
 
     var binaryPayload: [UInt8] {
         let fields = [tenant, issueID, issueKey, accountID, tabID]
         var bytes: [UInt8] = [chainStarted == nil ? Self.binaryVersionWithoutChain : Self.binaryVersion]
-        bytes.reserveCapacity(17 + fields.reduce(0) { $0 + 2 + $1.utf8.count })
+        bytes.reserveCapacity(25 + fields.reduce(0) { $0 + 2 + $1.utf8.count })
         withUnsafeBytes(of: Int64(expires).bigEndian) { bytes.append(contentsOf: $0) }
         if let chainStarted {
             withUnsafeBytes(of: Int64(chainStarted).bigEndian) { bytes.append(contentsOf: $0) }
+            withUnsafeBytes(of: generation.bigEndian) { bytes.append(contentsOf: $0) }
         }
         for field in fields {
             // Each field was checked against a 255-character limit, far below 16 bits.
@@ -68,13 +76,19 @@ extension ViewerTicket {
 
     init?(payload: [UInt8]) {
         switch payload.first {
-        case let version? where version == Self.binaryVersion || version == Self.binaryVersionWithoutChain:
+        case let version?
+        where version == Self.binaryVersion || version == Self.binaryVersionWithoutGeneration || version == Self.binaryVersionWithoutChain:
             var reader = PayloadReader(bytes: payload, offset: 1)
             guard let expires = reader.int64() else { return nil }
             var chainStarted: Int64?
-            if version == Self.binaryVersion {
+            var generation: Int64 = 1
+            if version != Self.binaryVersionWithoutChain {
                 guard let started = reader.int64() else { return nil }
                 chainStarted = started
+            }
+            if version == Self.binaryVersion {
+                guard let issued = reader.int64(), issued > 0 else { return nil }
+                generation = issued
             }
             guard let tenant = reader.string(), let issueID = reader.string(),
                 let issueKey = reader.string(), let accountID = reader.string(), let tabID = reader.string(),
@@ -82,7 +96,7 @@ extension ViewerTicket {
             else { return nil }
             self.init(
                 tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID, expires: Double(expires),
-                chainStarted: chainStarted.map(Double.init)
+                chainStarted: chainStarted.map(Double.init), generation: generation
             )
         case UInt8(ascii: "{")?:
             guard let ticket = try? JSONDecoder().decode(ViewerTicket.self, from: Data(payload)) else { return nil }
@@ -159,14 +173,26 @@ public struct ViewerTicketSigner: Sendable {
 
     /// A ticket for a new tab, and its signed form for the page.
     public func issue(
-        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, now: Date = Date()
+        tenant: String, issueID: String, issueKey: String, accountID: String, tabID: String, generation: Int64 = 1, now: Date = Date()
     ) -> (ticket: ViewerTicket, signed: String) {
         let started = now.timeIntervalSince1970.rounded(.down)
         let ticket = ViewerTicket(
             tenant: tenant, issueID: issueID, issueKey: issueKey, accountID: accountID, tabID: tabID,
-            expires: min(started + lifetime, started + maxChainAge), chainStarted: started
+            expires: min(started + lifetime, started + maxChainAge), chainStarted: started, generation: generation
         )
         return (ticket, sign(ticket))
+    }
+
+    /// The tab of a panel page: derived from Jira's signed panel URL (its JWT), so the same URL
+    /// loaded again (a replay) is the same tab, not one more, while each page Jira renders
+    /// (a fresh JWT) is a tab of its own. Keyed, so nobody can tell or choose it from the URL.
+    public func tabID(forPanelToken token: String) -> String {
+        var mac = keyedMAC
+        mac.update(data: Array("panel-tab:".utf8) + Array(token.utf8))
+        let bytes = Array(mac.finalize()).prefix(16)
+        let hex = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        let parts = [hex.prefix(8), hex.dropFirst(8).prefix(4), hex.dropFirst(12).prefix(4), hex.dropFirst(16).prefix(4), hex.dropFirst(20)]
+        return parts.joined(separator: "-")
     }
 
     /// The same viewer, with a new expiry, never past the end of its chain.

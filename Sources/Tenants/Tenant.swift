@@ -21,6 +21,8 @@ public struct Tenant: Sendable, Equatable {
     public var oauthClientID: String?
     public var installationID: String?
     public var state: State
+    /// Connect: which install of the site this is (1, 2, …; `0007_tenant_generation.sql`).
+    public var generation: Int64 = 1
     public var installedAt: Date
     public var updatedAt: Date
     public var uninstalledAt: Date?

@@ -36,7 +36,7 @@ public struct TenantRepository: Sendable {
                 product_type = EXCLUDED.product_type, description = EXCLUDED.description,
                 oauth_client_id = EXCLUDED.oauth_client_id, installation_id = EXCLUDED.installation_id,
                 shared_secret_sealed = EXCLUDED.shared_secret_sealed, secret_key_id = EXCLUDED.secret_key_id,
-                state = 'installed', updated_at = EXCLUDED.updated_at, uninstalled_at = NULL,
+                state = 'installed', updated_at = EXCLUDED.updated_at, uninstalled_at = NULL, generation = tenants.generation + 1,
                 installed_at = CASE WHEN tenants.state = 'uninstalled' THEN EXCLUDED.installed_at ELSE tenants.installed_at END
             -- A clientKey never names a Forge installation (those are ARIs): never turn one into the other.
             WHERE tenants.kind = 'connect'
@@ -135,7 +135,7 @@ public struct TenantRepository: Sendable {
         let rows = try await pool.query(
             """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
-                   installation_id, state, installed_at, updated_at, uninstalled_at FROM tenants WHERE client_key = \(clientKey)
+                   installation_id, state, generation, installed_at, updated_at, uninstalled_at FROM tenants WHERE client_key = \(clientKey)
             """)
         return try rows.first.map(Self.tenant)
     }
@@ -145,7 +145,7 @@ public struct TenantRepository: Sendable {
         let rows = try await pool.query(
             """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
-                   installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
+                   installation_id, state, generation, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
             FROM tenants WHERE client_key = \(clientKey) AND state = 'installed' AND kind = 'connect'
             """)
         guard let row = rows.first, let sealed = try row.decode(PostgresBytes?.self, "shared_secret_sealed") else { return nil }
@@ -159,7 +159,7 @@ public struct TenantRepository: Sendable {
         let rows = try await pool.query(
             """
             SELECT client_key, kind, base_url, cloud_id, site_url, display_url, product_type, description, oauth_client_id,
-                   installation_id, state, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
+                   installation_id, state, generation, installed_at, updated_at, uninstalled_at, shared_secret_sealed, secret_key_id
             FROM tenants WHERE client_key = \(clientKey) AND state = 'installed'
             """)
         guard let row = rows.first else { return nil }
@@ -214,6 +214,7 @@ public struct TenantRepository: Sendable {
             oauthClientID: try row.decode(String?.self, "oauth_client_id"),
             installationID: try row.decode(String?.self, "installation_id"),
             state: Tenant.State(rawValue: try row.decode(String.self, "state")) ?? .uninstalled,
+            generation: try row.decode(Int64.self, "generation"),
             installedAt: try row.decode(Date.self, "installed_at"),
             updatedAt: try row.decode(Date.self, "updated_at"),
             uninstalledAt: try row.decode(Date?.self, "uninstalled_at")

@@ -143,6 +143,7 @@ struct AppParts {
             presence: presence,
             recorder: recorder,
             tickets: tickets,
+            generations: TenantGenerations(tenants: tenants),
             waits: PanelWaits(room: waitRoom, connections: connections),
             page: PanelPage(
                 allJSURL: configuration.allJSURL, pollIntervalSeconds: configuration.pollIntervalSeconds,

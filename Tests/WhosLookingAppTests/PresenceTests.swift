@@ -200,6 +200,55 @@ struct PresenceTests {
         }
     }
 
+    /// A ticket is signed with our key, not the site's secret, so it outlived an uninstall and
+    /// a reinstall with a new secret. Now it speaks only for the install it was issued in,
+    /// while the new install's own tickets work at once.
+    @Test func aTicketOfAnEarlierInstallRecordsNothing() async throws {
+        try await withPresence { testApp, client in
+            let old = try #require(try await openPanel(client, "account-alice").ticket)
+            #expect(try await heartbeat(client, ticket: old).0 == .ok)
+            #expect(try await testApp.parts.tenants.uninstall(clientKey: Self.tenant.clientKey))
+            #expect(try await rowCount(testApp) == 0, "uninstall erases the site's viewers")
+            var reinstalled = Self.tenant
+            reinstalled.sharedSecret = "a-new-secret-after-the-reinstall-0123"
+            try await testApp.tenants.install(reinstalled)
+            // The new install's ticket works at once, the old one is refused (within the cache's 5 s).
+            let fresh = try await client.execute(uri: try Self.panelURL("account-bob", tenant: reinstalled), method: .get) {
+                Panel(status: $0.status, html: String(buffer: $0.body))
+            }
+            #expect(try await heartbeat(client, ticket: try #require(fresh.ticket)).0 == .ok)
+            let refused = await eventually(timeout: .seconds(8)) { try await heartbeat(client, ticket: old).0 == .unauthorized }
+            #expect(refused, "a ticket of the earlier install still records")
+            let rows = try await testApp.pool.query("SELECT account_id FROM viewers ORDER BY account_id")
+            let accounts = try rows.map { try $0.decode(String.self, "account_id") }
+            #expect(accounts == ["account-bob"], "\(accounts)")
+        }
+    }
+
+    /// One signed panel URL loaded five times is one tab, not five; and a panel URL kept for
+    /// longer than Jira's tokens live is refused.
+    @Test func aReplayedPanelURLIsOneTabAndAnOldOneIsRefused() async throws {
+        try await withPresence { testApp, client in
+            let url = try Self.panelURL("account-alice")
+            for _ in 0..<5 {
+                #expect(try await client.execute(uri: url, method: .get) { $0.status } == .ok)
+            }
+            #expect(try await rowCount(testApp) == 1, "five loads of one URL made more than one tab")
+            _ = try await openPanel(client, "account-alice")
+            #expect(try await rowCount(testApp) == 2, "a page Jira renders anew is a tab of its own")
+
+            let target = Self.panelTarget()
+            let then = Date().timeIntervalSince1970 - 1200
+            let stale = try HS256.sign(
+                ConnectClaims(
+                    iss: Self.tenant.clientKey, sub: "account-carol", iat: then, exp: then + 7200,
+                    qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: Self.tenant.sharedSecret)
+            let status = try await client.execute(uri: target + "&jwt=" + stale, method: .get) { $0.status }
+            #expect(status == .unauthorized)
+            #expect(try await rowCount(testApp) == 2)
+        }
+    }
+
     @Test func anonymousVisitorsArePromptedAndNotRecorded() async throws {
         try await withPresence { testApp, client in
             let panel = try await openPanel(client, nil)

@@ -7,4 +7,6 @@ public struct ConnectIdentity: Sendable {
     /// The user's Atlassian account id; nil for an anonymous visitor.
     public var accountID: String?
     public var claims: ConnectClaims
+    /// The JWT as Jira sent it (the panel's tab is derived from it).
+    public var token: String
 }

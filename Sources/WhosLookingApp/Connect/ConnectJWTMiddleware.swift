@@ -31,7 +31,7 @@ struct ConnectJWTMiddleware: RouterMiddleware {
             // account id with a NUL would be a 500 there, not a refusal.
             if let accountID, !UnverifiedToken.isPlausibleIdentifier(accountID) { throw TokenRejection.invalidSubject }
             context.notes.tenant = tenant.clientKey
-            context.identity = ConnectIdentity(tenant: tenant, accountID: accountID, claims: claims)
+            context.identity = ConnectIdentity(tenant: tenant, accountID: accountID, claims: claims, token: token)
         } catch let rejection as TokenRejection {
             // The reason quotes nothing unverified unescaped (`TokenRejection.printable`); the path
             // is as sent, and the log handlers escape control characters in every value.

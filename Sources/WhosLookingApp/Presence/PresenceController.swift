@@ -14,6 +14,8 @@ struct PresenceController {
     let presence: PresenceRepository
     let recorder: HeartbeatRecorder
     let tickets: ViewerTicketSigner
+    /// Which install of each site is current: a ticket of an earlier one is refused.
+    let generations: TenantGenerations
     let waits: PanelWaits
     let page: PanelPage
     let polls: PanelPolls
@@ -30,19 +32,28 @@ struct PresenceController {
     /// Verifies Jira's JWT, records the user at once and answers the current viewers.
     @Sendable func panel(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard let identity = context.identity else { throw HTTPError(.unauthorized) }
+        // Jira signs each panel URL for about three minutes; one kept longer is a link being
+        // replayed, not a page Jira is showing.
+        let now = Date().timeIntervalSince1970
+        let issuedAt = identity.claims.iat ?? identity.claims.exp.map { $0 - Self.maxPanelTokenAge } ?? 0
+        guard now - issuedAt <= Self.maxPanelTokenAge else { throw HTTPError(.unauthorized, message: "panel link too old: reload the page") }
         guard let accountID = identity.accountID, accountID != unknownAccountID else { return html(page.loginPrompt()) }
         let issueID = try Self.parameter(request.uri.queryParameters.get("issueId"), name: "issueId")
         let issueKey = try Self.parameter(request.uri.queryParameters.get("issueKey"), name: "issueKey")
         let (ticket, signed) = tickets.issue(
             tenant: identity.tenant.clientKey, issueID: issueID, issueKey: issueKey,
-            accountID: accountID, tabID: UUID().uuidString.lowercased()
+            accountID: accountID, tabID: tickets.tabID(forPanelToken: identity.token), generation: identity.tenant.generation
         )
         let viewers = try await record(ticket)
         return html(page.viewers(viewers, currentUser: accountID, issueID: issueID, issueKey: issueKey, ticket: signed))
     }
 
+    /// The oldest panel JWT (by `iat`) the panel takes: Jira's live about three minutes.
+    static let maxPanelTokenAge: TimeInterval = 600
+
     @Sendable func heartbeat(_ request: Request, context: AppRequestContext) async throws -> HeartbeatResponse {
-        let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
+        let ticket = try await verifiedTicket(
+            request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let away = try Self.isAway(request.uri.queryParameters.get("state"))
         let seq = try Self.sequence(request.uri.queryParameters.get("seq"))
         let viewers = try await record(ticket, away: away, seq: seq)
@@ -58,7 +69,8 @@ struct PresenceController {
     /// Held until the issue's viewers differ from the panel's `version`, or `WAIT_SECONDS`.
     /// Records nothing and renews no ticket.
     @Sendable func wait(_ request: Request, context: AppRequestContext) async throws -> WaitResponse {
-        let ticket = try verifiedTicket(request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
+        let ticket = try await verifiedTicket(
+            request.headers[.authorization].flatMap(Self.ticketFromAuthorization), request: request, context: context)
         let version = try Self.version(request.uri.queryParameters.get("version"))
         let issue = IssueRef(tenant: ticket.tenant, issueID: ticket.issueID)
         guard
@@ -77,7 +89,7 @@ struct PresenceController {
             let body = try await request.body.collect(upTo: 4096)
             text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        let ticket = try verifiedTicket(text, request: request, context: context)
+        let ticket = try await verifiedTicket(text, request: request, context: context)
         try await presence.leave(ticket.viewer, issueKey: ticket.issueKey, seq: try Self.sequence(request.uri.queryParameters.get("seq")))
         return Response(status: .noContent)
     }
@@ -89,7 +101,7 @@ struct PresenceController {
         return viewers
     }
 
-    private func verifiedTicket(_ text: String?, request: Request, context: AppRequestContext) throws -> ViewerTicket {
+    private func verifiedTicket(_ text: String?, request: Request, context: AppRequestContext) async throws -> ViewerTicket {
         guard let text, !text.isEmpty else { throw HTTPError(.unauthorized, message: "missing ticket") }
         let ticket: ViewerTicket
         do {
@@ -102,6 +114,11 @@ struct PresenceController {
         // A ticket speaks for one issue: it cannot record or list another.
         guard context.parameters.get("issueId") == ticket.issueID else {
             throw HTTPError(.forbidden, message: "ticket is for another issue")
+        }
+        // Signed by us, so it outlives the site's secret: it speaks only for the install it was issued in.
+        guard try await generations.isCurrent(ticket.generation, clientKey: ticket.tenant) else {
+            context.logger.info("ticket refused", metadata: ["reason": "issued for an earlier install of the site"])
+            throw HTTPError(.unauthorized, message: "site not installed")
         }
         return ticket
     }
