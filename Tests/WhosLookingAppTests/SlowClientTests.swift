@@ -9,12 +9,18 @@ import Tenants
 
 /// Slow clients against the real executable on real sockets: a request that trickles in is
 /// dropped after the request timeout, an idle keep-alive connection is closed, half-sent
-/// requests cannot keep a normal one out for longer than the request timeout, and beyond the
-/// connection cap new connections are turned away while open ones keep working.
-@Suite("Slow clients: request and idle timeouts, connection cap", .timeLimit(.minutes(3)))
+/// requests cannot keep a normal one out for longer than the request timeout, beyond the
+/// connection cap new connections are turned away while open ones keep working, and a client
+/// that stops reading its answers loses its connection while one that reads slowly keeps it.
+@Suite("Slow clients: request, write and idle timeouts, connection cap", .timeLimit(.minutes(3)))
 struct SlowClientTests {
     /// One byte every 100 ms: 60 bytes take 6 s, three times the 2 s request timeout.
     static let trickledHead = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: \(String(repeating: "a", count: 5))\r\n\r\n"
+    /// About 15 KB of answer for 49 bytes of request.
+    static let panelRequest = "GET /public/panel.js HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    /// The client's receive buffer in the write tests: small, so that the server's sends block
+    /// after a few answers rather than after megabytes.
+    static let smallReceiveBuffer: Int32 = 4096
 
     @Test func aRequestTrickledOneByteAtATimeIsDroppedAfterTheRequestTimeout() async throws {
         try await ServedApp.with(
@@ -140,6 +146,128 @@ struct SlowClientTests {
             // A connection closing makes room again.
             open.removeLast().close()
             #expect(await eventually(timeout: .seconds(5)) { await app.answers("/healthz", timeout: .seconds(1)) == 200 })
+        }
+    }
+}
+
+// MARK: Clients that do not read their answers
+
+extension SlowClientTests {
+    /// 600 requests pipelined in one write, and not one byte of their answers read: once the
+    /// buffers between are full the answers make no progress, and the connection is closed about
+    /// the request timeout later. Before the write deadline it stayed open for ever, past both
+    /// timeouts (the idle one never starts while answers are owed).
+    @Test func aClientThatNeverReadsItsAnswersIsDisconnected() async throws {
+        try await ServedApp.with(
+            environment: ["HTTP_REQUEST_TIMEOUT_SECONDS": "2", "HTTP_IDLE_TIMEOUT_SECONDS": "60"], name: "never-reads"
+        ) { app in
+            let connection = try await RawConnection.open(port: app.port, receiveBuffer: Self.smallReceiveBuffer, readsOnRequest: 4096)
+            defer { connection.close() }
+            let sent = ContinuousClock.now
+            try await connection.send(String(repeating: Self.panelRequest, count: 600))
+            // Loose: 2 s of no progress, plus slack for a loaded machine.
+            #expect(await connection.waitUntilClosed(timeout: .seconds(8)), "a client that never reads held its connection 8 s")
+            if let closedAt = connection.closedAt {
+                #expect(closedAt - sent >= .seconds(1), "closed after \(closedAt - sent): sooner than the write deadline")
+            }
+            #expect(await app.answers("/healthz") == 200, "the server itself is fine")
+        }
+    }
+
+    /// 20 such clients against a cap of 20: a new client is kept out only until their answers
+    /// stall for the request timeout. Before the write deadline every new client got 503 for as
+    /// long as the 20 stayed connected.
+    @Test func clientsThatNeverReadCannotLockOutANewOne() async throws {
+        try await ServedApp.with(
+            environment: ["HTTP_REQUEST_TIMEOUT_SECONDS": "2", "HTTP_IDLE_TIMEOUT_SECONDS": "60", "HTTP_MAX_CONNECTIONS": "20"],
+            name: "never-reads-cap"
+        ) { app in
+            // The readiness probe's connection may not be counted closed yet: give it a moment,
+            // so that none of the 20 is the one turned away.
+            try await Task.sleep(for: .milliseconds(300))
+            var stuck: [RawConnection] = []
+            defer { stuck.forEach { $0.close() } }
+            for _ in 0..<20 {
+                let connection = try await RawConnection.open(port: app.port, receiveBuffer: Self.smallReceiveBuffer, readsOnRequest: 4096)
+                stuck.append(connection)
+                try await connection.send(String(repeating: Self.panelRequest, count: 600))
+            }
+            let started = ContinuousClock.now
+            // A client that retries, as a browser or a load balancer would.
+            var answered: Duration?
+            while ContinuousClock.now - started < .seconds(20) {
+                if await app.answers("/healthz", timeout: .seconds(1)) == 200 {
+                    answered = ContinuousClock.now - started
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let after = try #require(
+                answered, "20 clients that never read kept a new one out for 20 s\n\(app.service.output.suffix(2000))")
+            #expect(after < .seconds(8), "answered only after \(after)")
+            #expect(
+                await eventually(timeout: .seconds(8)) { stuck.allSatisfy(\.isClosed) },
+                "\(stuck.filter { !$0.isClosed }.count) clients that never read still connected")
+        }
+    }
+
+    /// A client that reads its answers slowly but steadily (4 KB every 25 ms, about 6 s for the
+    /// 60 answers) keeps its connection, though the server's sends block all along: its answers
+    /// make progress, and that is all the write deadline asks.
+    @Test func aClientThatReadsSlowlyButSteadilyIsNotCutOff() async throws {
+        try await ServedApp.with(
+            environment: ["HTTP_REQUEST_TIMEOUT_SECONDS": "2", "HTTP_IDLE_TIMEOUT_SECONDS": "60"], name: "slow-reader"
+        ) { app in
+            let script = try Data(contentsOf: SharedMaterial.projectRoot.appendingPathComponent("Public/panel.js"))
+            let connection = try await RawConnection.open(port: app.port, receiveBuffer: Self.smallReceiveBuffer, readsOnRequest: 4096)
+            defer { connection.close() }
+            let count = 60
+            try await connection.send(String(repeating: Self.panelRequest, count: count))
+            let started = ContinuousClock.now
+            var answers: [RawResponse] = []
+            reading: while answers.count < count, ContinuousClock.now - started < .seconds(120) {
+                connection.read()
+                try await Task.sleep(for: .milliseconds(25))
+                while true {
+                    switch await connection.nextResponse(timeout: .zero) {
+                    case .complete(let answer): answers.append(answer)
+                    case .noAnswer: continue reading
+                    case let ended:
+                        Issue.record("answer \(answers.count + 1) of \(count): \(ended)")
+                        break reading
+                    }
+                }
+            }
+            let took = ContinuousClock.now - started
+            #expect(answers.count == count, "\(answers.count) of \(count) answers in \(took)")
+            #expect(answers.allSatisfy { $0.status == 200 && $0.body.count == script.count }, "an answer was not the whole script")
+            #expect(!connection.isClosed, "a client that reads steadily was cut off after \(took)")
+            // Else the server's sends never blocked for long, and this proves nothing.
+            #expect(took > .seconds(4), "read in \(took): not slowly")
+        }
+    }
+
+    /// A wait held by its route writes nothing for its whole hold, three times the request
+    /// timeout here: that is not an answer making no progress, and it is answered at its end.
+    @Test func aHeldWaitIsNotMistakenForAStalledAnswer() async throws {
+        try await RunningApp.with(environment: ["WAIT_SECONDS": "6", "HTTP_REQUEST_TIMEOUT_SECONDS": "2"]) { app in
+            let ticket = try await app.panelTicket("alice")
+            let version = try await LiveRoutesTests.versionOnceListening(app, ticket: ticket)
+            let connection = try await RawConnection.open(port: app.port)
+            defer { connection.close() }
+            let started = ContinuousClock.now
+            try await connection.send(
+                "POST /api/issues/10001/wait?version=\(version) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Ticket \(ticket)\r\n"
+                    + "Content-Length: 0\r\n\r\n")
+            let outcome = await connection.nextResponse(timeout: .seconds(20))
+            let held = ContinuousClock.now - started
+            guard case .complete(let answer) = outcome else {
+                Issue.record("a held wait ended \(outcome) after \(held)")
+                return
+            }
+            #expect(answer.status == 200)
+            #expect(held >= .seconds(5), "answered after \(held), not at its 6 s hold time")
+            #expect(!connection.isClosed, "the connection of a held wait was closed")
         }
     }
 }
@@ -329,10 +457,25 @@ final class RawConnection: Sendable {
         }
     }
 
-    static func open(port: Int) async throws -> RawConnection {
+    /// A connection to `port`. `receiveBuffer` sets its socket's `SO_RCVBUF` (before connecting,
+    /// so that the window is small from the start). With `readsOnRequest`, it reads nothing by
+    /// itself, and at most that many bytes on each `read()`: a client that reads slowly, or never
+    /// (it still sees the server close the connection).
+    static func open(port: Int, receiveBuffer: Int32? = nil, readsOnRequest: Int? = nil) async throws -> RawConnection {
         let sink = Sink()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(3))
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(3))
+        if let receiveBuffer {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: ChannelOptions.Types.SocketOption.Value(receiveBuffer))
+        }
+        if let readsOnRequest {
+            bootstrap =
+                bootstrap
+                .channelOption(.autoRead, value: false)
+                .channelOption(.maxMessagesPerRead, value: 1)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readsOnRequest))
+        }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Recorder(sink: sink)) }
             }
@@ -387,6 +530,11 @@ final class RawConnection: Sendable {
             if ContinuousClock.now >= deadline { return .noAnswer }
             try? await Task.sleep(for: .milliseconds(5))
         }
+    }
+
+    /// One read, for a connection opened with `readsOnRequest`.
+    func read() {
+        channel.read()
     }
 
     func close() {
