@@ -35,9 +35,10 @@ public struct PresenceRepository: Sendable {
         )
     }
 
+    /// `maxWaitingPerAccount`: heartbeats one person may have waiting for a batch at once.
     public init(
         pool: PostgresPool, liveness: ViewerLiveness, maxConcurrentBatches: Int = 2, maxBatchSize: Int = 256, maxWaiting: Int = 1024,
-        timeout: Duration = .seconds(3), logger: Logger? = nil
+        maxWaitingPerAccount: Int = 16, timeout: Duration = .seconds(3), logger: Logger? = nil
     ) {
         self.pool = pool
         self.liveness = liveness
@@ -48,8 +49,8 @@ public struct PresenceRepository: Sendable {
             }
         }
         batcher = HeartbeatBatcher(
-            maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize, maxWaiting: maxWaiting, timeout: timeout,
-            onFailure: onFailure
+            maxConcurrentBatches: maxConcurrentBatches, maxBatchSize: maxBatchSize, maxWaiting: maxWaiting,
+            maxWaitingPerAccount: maxWaitingPerAccount, timeout: timeout, onFailure: onFailure
         ) { [pool] heartbeats in
             try await Self.record(heartbeats, pool: pool, liveness: liveness, timeout: timeout)
         }

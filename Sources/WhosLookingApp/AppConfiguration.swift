@@ -89,6 +89,9 @@ public struct AppConfiguration: Sendable {
     /// Held waits one site may have at once (default three quarters of `MAX_WAITING_PANELS`):
     /// no site can take every slot. Above it, and above the per-person and per-tab quotas, 429.
     public var maxWaitingPanelsPerSite: Int
+    /// Heartbeats one person may have waiting for the database at once (429 above it): a tab
+    /// sends one at a time, so nobody's tabs come near it, and one person cannot fill the queue.
+    public var heartbeatQueueLimitPerAccount: Int
     /// Held waits one person may have at once.
     public var maxWaitingPanelsPerAccount: Int
     /// When set, every invocation token must name this Forge environment (`app.environment.id`).
@@ -127,6 +130,7 @@ public struct AppConfiguration: Sendable {
         databaseAcquireTimeoutMilliseconds = try reader.integer("DATABASE_ACQUIRE_TIMEOUT_MS", default: 5000, in: 1...600_000)
         heartbeatTimeoutMilliseconds = try reader.integer("HEARTBEAT_TIMEOUT_MS", default: 3000, in: 100...600_000)
         heartbeatQueueLimit = try reader.integer("HEARTBEAT_QUEUE_LIMIT", default: 1024, in: 1...1_000_000)
+        heartbeatQueueLimitPerAccount = try reader.integer("HEARTBEAT_QUEUE_LIMIT_PER_ACCOUNT", default: 16, in: 1...1_000_000)
         readinessTimeoutMilliseconds = try reader.integer("READINESS_TIMEOUT_MS", default: 1000, in: 10...60_000)
         migrationsDirectory = try reader.directory("MIGRATIONS_DIR", default: Self.defaultProjectFolder("Migrations"))
         logLevel = try reader.logLevel("LOG_LEVEL", default: .info)

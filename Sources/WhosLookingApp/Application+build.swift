@@ -64,7 +64,8 @@ struct AppParts {
         self.tenants = tenants
         let presence = PresenceRepository(
             pool: pool, liveness: configuration.viewerLiveness, maxConcurrentBatches: configuration.heartbeatBatchConnections,
-            maxWaiting: configuration.heartbeatQueueLimit, timeout: .milliseconds(configuration.heartbeatTimeoutMilliseconds), logger: logger
+            maxWaiting: configuration.heartbeatQueueLimit, maxWaitingPerAccount: configuration.heartbeatQueueLimitPerAccount,
+            timeout: .milliseconds(configuration.heartbeatTimeoutMilliseconds), logger: logger
         )
         self.presence = presence
         waitRoom = WaitRoom(
@@ -89,7 +90,13 @@ struct AppParts {
                 return .available(.bearer(apiBaseURL: found.tenant.baseURL, token: token))
             }
         }
-        enricher = UserEnricher(client: jira, repository: userDetails, credentials: credentials, logger: logger)
+        enricher = UserEnricher(
+            client: jira, repository: userDetails, credentials: credentials,
+            // Jira refused this installation's system token: forget it, so the next call's token is used.
+            credentialsRefused: { clientKey, refused in
+                if case .bearer(_, let token) = refused { systemTokens.forget(token: token, installationID: clientKey) }
+            },
+            logger: logger)
         sweeper = ExpirySweeper(repository: presence, interval: .seconds(configuration.sweepIntervalSeconds), logger: logger)
         reporter = PersonalDataReporter(
             pool: pool, client: jira, repository: userDetails, enricher: enricher, credentials: credentials,
