@@ -24,6 +24,29 @@ struct ConfigurationTests {
         #expect(configured.baseURL.absoluteString == "https://presence.example.com/app")
     }
 
+    /// Where keys, scripts and our own identity come from must be https: plain http (which
+    /// anyone on the path can answer) only on a loopback host, and each such relaxation is listed.
+    @Test func trustAnchorsMustBeHTTPSUnlessOnLoopback() throws {
+        let anchors = ["BASE_URL", "CONNECT_INSTALL_KEYS_URL", "FORGE_JWKS_URL", "ALLJS_URL", "PERSONAL_DATA_REPORT_URL"]
+        for variable in anchors {
+            let environment = migrations.merging([variable: "http://keys.example.com/path/"]) { $1 }
+            let error = #expect(throws: AppConfiguration.Invalid.self) { try AppConfiguration(environment: environment) }
+            #expect(error?.variable == variable && error?.reason.contains("https") == true, "\(variable)")
+        }
+        for host in ["localhost", "127.0.0.1", "127.8.9.10", "[::1]"] {
+            let configuration = try AppConfiguration(
+                environment: migrations.merging(["FORGE_JWKS_URL": "http://\(host):2990/forge/jwks.json"]) { $1 })
+            #expect(configuration.plainHTTPTrustAnchors.contains("FORGE_JWKS_URL"), "\(host)")
+        }
+        for almost in ["http://127.0.0.1.evil.example/", "http://localhost.example.com/", "http://128.0.0.1/"] {
+            #expect(throws: AppConfiguration.Invalid.self) { try AppConfiguration(environment: migrations.merging(["ALLJS_URL": almost]) { $1 }) }
+        }
+        let production = try AppConfiguration(environment: migrations.merging(["BASE_URL": "https://presence.example.com"]) { $1 })
+        #expect(production.plainHTTPTrustAnchors.isEmpty, "\(production.plainHTTPTrustAnchors)")
+        // The default BASE_URL (http://localhost) is a loopback relaxation, and is listed as one.
+        #expect(try AppConfiguration(environment: migrations).plainHTTPTrustAnchors == ["BASE_URL"])
+    }
+
     @Test(arguments: [
         ("PORT", "eighty"),
         ("PORT", "70000"),

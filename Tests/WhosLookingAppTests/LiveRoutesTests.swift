@@ -265,6 +265,8 @@ struct LiveRoutesTests {
             #expect(ContinuousClock.now - started < .seconds(5), "held waits delayed the shutdown")
             await Subprocess.waitForExit(app.service.process)
             #expect(app.service.process.terminationStatus == 0, "\(app.service.output.suffix(2000))")
+            // Every trust anchor is https here: no relaxation is in force, and none is logged.
+            #expect(!app.service.output.contains("trust relaxed"), "\(app.service.output.prefix(2000))")
         }
     }
 
