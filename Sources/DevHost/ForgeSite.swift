@@ -194,10 +194,7 @@ public final class ForgeSite: Sendable {
         let installation = await state.installationId
         if let cached = await state.cachedSystemToken(installation: installation, validAfter: now.addingTimeInterval(2 * 3600)) { return cached }
         let seconds = Int(now.timeIntervalSince1970)
-        let claims = ForgeSystemTokenClaims(
-            iss: "forge/devhost", sub: appId, aud: "api.atlassian.com", iat: seconds, exp: seconds + 3 * 3600, jti: UUID().uuidString.lowercased(),
-            installationId: installation
-        )
+        let claims = ForgeOAuthTokenClaims(sub: appId, iat: seconds, exp: seconds + 3 * 3600, kind: .system, installationId: installation)
         let token = try await sign(claims)
         await state.cacheSystemToken(token, installation: installation, expires: Date(timeIntervalSince1970: TimeInterval(claims.exp)))
         return token
@@ -211,10 +208,7 @@ public final class ForgeSite: Sendable {
             return cached
         }
         let seconds = Int(now.timeIntervalSince1970)
-        let claims = ForgeUserTokenClaims(
-            iss: "forge/devhost", sub: accountId, aud: "api.atlassian.com", iat: seconds, exp: seconds + 3600, jti: UUID().uuidString.lowercased(),
-            installationId: installation, appId: appId
-        )
+        let claims = ForgeOAuthTokenClaims(sub: accountId, iat: seconds, exp: seconds + 3600, kind: .user, installationId: installation)
         let token = try await sign(claims)
         await state.cacheUserToken(
             token, accountId: accountId, installation: installation, expires: Date(timeIntervalSince1970: TimeInterval(claims.exp)))
@@ -224,24 +218,23 @@ public final class ForgeSite: Sendable {
     /// The person whose unexpired user token `authorization` bears (`Bearer …`), for the
     /// installation installed now; nil for anything else.
     public func userTokenAccount(authorization: String?) async -> String? {
-        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else { return nil }
-        let token = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        guard let keys = try? await keyCollection(), let claims = try? await keys.verify(token, as: ForgeUserTokenClaims.self) else { return nil }
-        let current = await state.installationId
-        let status = await state.status
-        guard claims.appId == appId, claims.installationId == current, status == .installed else { return nil }
-        return claims.sub
+        await oauthToken(authorization, of: .user)?.sub
     }
 
     /// Whether `authorization` is `Bearer <one of our system tokens>`, unexpired, for the
     /// installation that is installed now (an uninstalled app's tokens stop working).
     public func acceptsSystemToken(authorization: String?) async -> Bool {
-        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else { return false }
+        await oauthToken(authorization, of: .system)?.sub == appId
+    }
+
+    /// The claims of a token of ours of `kind`, unexpired, for the installation installed now.
+    private func oauthToken(_ authorization: String?, of kind: ForgeOAuthTokenClaims.Kind) async -> ForgeOAuthTokenClaims? {
+        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else { return nil }
         let token = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        guard let keys = try? await keyCollection(), let claims = try? await keys.verify(token, as: ForgeSystemTokenClaims.self) else { return false }
+        guard let keys = try? await keyCollection(), let claims = try? await keys.verify(token, as: ForgeOAuthTokenClaims.self) else { return nil }
         let current = await state.installationId
         let status = await state.status
-        return claims.sub == appId && claims.installationId == current && status == .installed
+        return claims.kind == kind && claims.installationId == current && status == .installed ? claims : nil
     }
 
     // MARK: Calls to the app
@@ -617,34 +610,20 @@ extension ForgeSite {
     }
 }
 
-/// An app system token of this stand-in: opaque to the app, which reads only `exp`.
-struct ForgeSystemTokenClaims: JWTPayload {
-    var iss: String
+/// An OAuth token of this stand-in, as Forge hands them over: the app system token (`sub` = the
+/// app id) or an app user token (`sub` = the person). Opaque to the app, which reads only `exp`
+/// and passes the token back to Jira.
+struct ForgeOAuthTokenClaims: JWTPayload {
+    enum Kind: String, Codable { case system, user }
+    var iss = "forge/devhost"
     var sub: String
-    var aud: String
+    var aud = "api.atlassian.com"
     var iat: Int
     var exp: Int
-    var jti: String
-    /// Stand-in bookkeeping: the installation the token was issued to.
+    var jti = UUID().uuidString.lowercased()
+    /// Stand-in bookkeeping: which kind of token, and the installation it was issued to.
+    var kind: Kind
     var installationId: String
-
-    func verify(using algorithm: some JWTAlgorithm) async throws {
-        guard exp > Int(Date().timeIntervalSince1970) else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "expired") }
-    }
-}
-
-/// An app user token of this stand-in: opaque to the app, which passes it back to Jira.
-struct ForgeUserTokenClaims: JWTPayload {
-    var iss: String
-    /// The person it speaks for.
-    var sub: String
-    var aud: String
-    var iat: Int
-    var exp: Int
-    var jti: String
-    /// Stand-in bookkeeping: the installation and app the token was issued to.
-    var installationId: String
-    var appId: String
 
     func verify(using algorithm: some JWTAlgorithm) async throws {
         guard exp > Int(Date().timeIntervalSince1970) else { throw JWTError.claimVerificationFailure(failedClaim: nil, reason: "expired") }
