@@ -1,5 +1,4 @@
 import Forge
-import Hummingbird
 
 /// Which of the app's Forge modules may make a call, read from the parts of the invocation
 /// token that Forge sets (`app.module`, and whether there is a `context` or a `principal`),
@@ -54,10 +53,5 @@ enum ForgeCaller: Sendable, CustomStringConvertible {
     private static func isEndpointCall(_ invocation: ForgeInvocation, keys: Set<String>) -> Bool {
         invocation.module.type == ForgeModule.endpointType && keys.contains(invocation.module.key) && !invocation.hasUIContext
             && invocation.principal == nil
-    }
-
-    /// Throws 403 unless this kind of caller made the call.
-    func require(_ invocation: ForgeInvocation) throws {
-        guard admits(invocation) else { throw HTTPError(.forbidden, message: "this call is only for \(self)") }
     }
 }

@@ -301,8 +301,4 @@ struct ForgeController {
     static func isPlainText(_ value: String) -> Bool {
         !value.isEmpty && value.utf8.count <= 255 && !value.unicodeScalars.contains { $0.properties.generalCategory == .control }
     }
-
-    static func loggable(_ value: String) -> String {
-        String(String.UnicodeScalarView(value.unicodeScalars.prefix(64).filter { $0.properties.generalCategory != .control }))
-    }
 }
