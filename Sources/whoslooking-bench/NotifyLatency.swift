@@ -24,7 +24,7 @@ struct NotifyLatency: AsyncParsableCommand {
     @Option(help: "The instance the heartbeats go to.") var heartbeatApp: String
     @Option(help: "The bench host's tickets file (issueId ticket per line).") var tickets: String
     @Option(help: "Issues with waiting panels.") var issues: Int = 100
-    @Option(help: "Panels waiting per issue.") var waitsPerIssue: Int = 10
+    @Option(help: "Panels waiting per issue, at most one per ticket of the issue.") var waitsPerIssue: Int = 10
     @Option(help: "Rounds (each: every adder leaves, then heartbeats back).") var rounds: Int = 10
     @Option(help: "A round's heartbeats are spread over this many milliseconds.") var spreadMs: Int = 500
     @Option(help: "A round ends this many seconds after its heartbeats, answered or not.") var roundTimeoutSeconds: Int = 5
@@ -52,6 +52,9 @@ struct NotifyLatency: AsyncParsableCommand {
             }
             return try await group.reduce(into: []) { $0.append($1) }.sorted { $0.index < $1.index }
         }
+        // A panel is a tab, and a tab holds one wait (the server refuses a third with 429): at
+        // most one waiting panel per ticket the host handed out for the issue.
+        let waitsPerIssue = min(waitsPerIssue, chosen.map(\.1.count).min() ?? 1)
         let state = Locked(LatencyState(issues: adders.count, waitsPerIssue: waitsPerIssue))
 
         try await withThrowingDiscardingTaskGroup { group in
