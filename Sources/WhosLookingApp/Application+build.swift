@@ -47,6 +47,8 @@ struct AppParts {
     let enricher: UserEnricher
     let sweeper: ExpirySweeper
     let reporter: PersonalDataReporter
+    /// Calls to each site's Jira (names, reports, Forge issue checks).
+    let jira: JiraClient
     let tickets: ViewerTicketSigner
     let recorder: HeartbeatRecorder
     let waitRoom: WaitRoom
@@ -78,6 +80,7 @@ struct AppParts {
             pool: pool, ttl: Double(configuration.userCacheTTLSeconds), missingTTL: Double(configuration.userMissingTTLSeconds)
         )
         let jira = JiraClient(appKey: configuration.appKey, timeout: .seconds(Int64(configuration.jiraTimeoutSeconds)))
+        self.jira = jira
         let systemTokens = systemTokens
         let credentials: UserEnricher.Credentials = { clientKey in
             guard let found = try await tenants.installedTenant(clientKey: clientKey) else { return .uninstalled }
@@ -169,7 +172,7 @@ struct AppParts {
                 tenants: tenants, presence: presence, recorder: recorder, waits: PanelWaits(room: waitRoom, connections: connections),
                 systemTokens: systemTokens,
                 issueAccess: ForgeIssueAccess(
-                    jira: JiraClient(appKey: configuration.appKey, timeout: .seconds(Int64(configuration.jiraTimeoutSeconds))),
+                    jira: jira,
                     ttl: .seconds(configuration.forgeIssueAccessTTLSeconds), logger: logger
                 ),
                 reporter: reporter,

@@ -26,15 +26,16 @@ struct PresenceTests {
         "/panel?issueId=\(CanonicalRequest.rfc3986Encode(issueID))&issueKey=\(CanonicalRequest.rfc3986Encode(issueKey))&projectId=100&projectKey=DEMO"
     }
 
-    /// The iframe URL Jira would load for `account` (nil: anonymous).
+    /// The iframe URL Jira would load for `account` (nil: anonymous), signed at `issuedAt` for `lifetime` seconds.
     static func panelURL(
-        _ account: String?, tenant: TenantInstallation = tenant, issueID: String = "10001", issueKey: String = "DEMO-1"
+        _ account: String?, tenant: TenantInstallation = tenant, issueID: String = "10001", issueKey: String = "DEMO-1",
+        issuedAt: Date = Date(), lifetime: TimeInterval = 180
     ) throws -> String {
         let target = panelTarget(issueID: issueID, issueKey: issueKey)
-        let now = Date().timeIntervalSince1970
+        let iat = issuedAt.timeIntervalSince1970
         let token = try HS256.sign(
             ConnectClaims(
-                iss: tenant.clientKey, sub: account, iat: now, exp: now + 180, qsh: CanonicalRequest(method: "GET", target: target).qsh
+                iss: tenant.clientKey, sub: account, iat: iat, exp: iat + lifetime, qsh: CanonicalRequest(method: "GET", target: target).qsh
             ), secret: tenant.sharedSecret)
         return target + "&jwt=" + token
     }
@@ -237,13 +238,9 @@ struct PresenceTests {
             _ = try await openPanel(client, "account-alice")
             #expect(try await rowCount(testApp) == 2, "a page Jira renders anew is a tab of its own")
 
-            let target = Self.panelTarget()
-            let then = Date().timeIntervalSince1970 - 1200
-            let stale = try HS256.sign(
-                ConnectClaims(
-                    iss: Self.tenant.clientKey, sub: "account-carol", iat: then, exp: then + 7200,
-                    qsh: CanonicalRequest(method: "GET", target: target).qsh), secret: Self.tenant.sharedSecret)
-            let status = try await client.execute(uri: target + "&jwt=" + stale, method: .get) { $0.status }
+            // Signed 20 minutes ago, still unexpired: kept for longer than Jira's panel tokens live.
+            let stale = try Self.panelURL("account-carol", issuedAt: Date(timeIntervalSinceNow: -1200), lifetime: 7200)
+            let status = try await client.execute(uri: stale, method: .get) { $0.status }
             #expect(status == .unauthorized)
             #expect(try await rowCount(testApp) == 2)
         }
